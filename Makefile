@@ -1,0 +1,39 @@
+# coreforge — the few targets a newcomer needs. `make help` lists them.
+SHELL := /usr/bin/env bash
+CARGO ?= cargo
+
+.PHONY: help demo test build crds fmt lint cluster-up cluster-down cluster-status cluster-env
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+demo: ## Run coreforge end to end on the local environment (starts it if needed)
+	tests/demo.sh
+
+test: ## Run every test: lint, unit, and integration/e2e on the local environment
+	tests/run.sh
+
+build: ## Build the coreforge binary
+	$(CARGO) build --locked
+
+crds: ## Regenerate crds/ from the Rust types
+	$(CARGO) run --locked --quiet -- crd --output-dir crds
+
+fmt: ## Format the Rust code
+	$(CARGO) fmt
+
+lint: ## cargo fmt --check and clippy with warnings as errors
+	$(CARGO) fmt --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+cluster-up: ## Build (once, cached) and start the local control plane on loopback
+	tests/cluster/up.sh
+
+cluster-down: ## Stop the local control plane and remove its state
+	tests/cluster/down.sh
+
+cluster-status: ## Show what the local control plane is running
+	tests/cluster/status.sh
+
+cluster-env: ## Print `export KUBECONFIG=...` for the local control plane
+	@tests/cluster/env.sh

@@ -1,0 +1,58 @@
+//! The coreforge API: `CoreBuild` (a product) and `ImageRelease` (one version of it),
+//! group `coreforge.dev`, version `v1alpha1`.
+//!
+//! Everything the API server can refuse is declared here, next to the field it guards:
+//! formats as schema patterns, ranges, enums, and CEL rules (`x-kubernetes-validations`)
+//! for what a pattern cannot say (immutability, forward-only moves, uniqueness).
+
+mod condition;
+mod corebuild;
+mod release;
+
+pub use condition::*;
+pub use corebuild::*;
+pub use release::*;
+
+/// The API group of every coreforge kind.
+pub const GROUP: &str = "coreforge.dev";
+/// The single served and stored version.
+pub const VERSION: &str = "v1alpha1";
+/// Field manager for everything the controller writes with server-side apply.
+pub const FIELD_MANAGER: &str = "coreforge";
+
+/// Label put on every object the controller creates for a release: the release's name.
+pub const LABEL_RELEASE: &str = "coreforge.dev/release";
+/// Label put on every object the controller creates: the CoreBuild's name.
+pub const LABEL_CORE_BUILD: &str = "coreforge.dev/corebuild";
+/// Label saying which step a Job runs: `build` or `test`.
+pub const LABEL_STEP: &str = "coreforge.dev/step";
+/// Label with the attempt number of the Job.
+pub const LABEL_ATTEMPT: &str = "coreforge.dev/attempt";
+/// Annotation on an ImageRelease: set it to a new value to retry a Failed release.
+pub const ANNOTATION_RETRY: &str = "coreforge.dev/retry";
+
+/// Schema patterns shared by both kinds, with the human words for each.
+pub(crate) mod pattern {
+    /// Semantic version 2.0.0 (no leading `v`).
+    pub const SEMVER: &str = r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?(\+[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?$";
+    /// An image reference pinned by digest.
+    pub const PINNED_IMAGE: &str = r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*(:[\w][\w.-]{0,127})?@sha256:[a-f0-9]{64}$";
+    /// An image repository without tag or digest (`registry[:port]/path`).
+    pub const REPOSITORY: &str =
+        r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)+$";
+    /// A DNS-1123 subdomain (object names).
+    pub const DNS1123_SUBDOMAIN: &str =
+        r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+    /// A DNS-1123 label (check names, which become parts of other names).
+    pub const DNS1123_LABEL: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+    /// A Go-style duration as Kubernetes uses them (`720h`, `90m`, `1h30m`, `45s`).
+    pub const DURATION: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
+    /// A channel: `latest`, a major (`9`) or a major.minor (`9.4`).
+    pub const CHANNEL: &str = r"^(latest|(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))?)$";
+    /// A CVE id.
+    pub const CVE: &str = r"^CVE-[0-9]{4}-[0-9]{4,}$";
+    /// An absolute path.
+    pub const ABSOLUTE_PATH: &str = r"^/.*$";
+    /// An environment variable name.
+    pub const ENV_NAME: &str = r"^[A-Za-z_][A-Za-z0-9_]*$";
+}

@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# Builds the local control plane from the upstream Go modules and caches the
+# binaries outside the work tree. A component whose binaries are already in the
+# cache is not rebuilt. Usage: build.sh [kubernetes|etcd|kwok ...] (default: all)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=tests/cluster/lib.sh
+source "$here/lib.sh"
+
+need_go() {
+  command -v go >/dev/null 2>&1 || die "Go is not installed (needed once, to build the cluster binaries). Install Go >= 1.24 and retry."
+}
+
+# build_module NAME VERSION GOMOD_BODY "PKG..." [LDFLAGS]
+# Creates a throwaway wrapper module, resolves it, builds the packages into
+# $CACHE/NAME-VERSION/bin and writes a stamp only when every binary is there.
+build_module() {
+  local name=$1 version=$2 gomod=$3 pkgs=$4 ldflags=${5:-}
+  local dest="$CACHE_DIR/$name-$version"
+  if [[ -f "$dest/.complete" ]]; then
+    log "$name $version: cached in $dest"
+    return 0
+  fi
+  need_go
+  log "$name $version: building (first time only; see README for the cost)"
+  local work
+  work=$(mktemp -d "${TMPDIR:-/tmp}/coreforge-build-$name.XXXXXX")
+  printf '%s\n' "$gomod" >"$work/go.mod"
+  printf 'package tools\n\nimport (\n' >"$work/tools.go"
+  local p
+  for p in $pkgs; do printf '\t_ "%s"\n' "$p" >>"$work/tools.go"; done
+  printf ')\n' >>"$work/tools.go"
+  sed -i '1i //go:build tools\n' "$work/tools.go"
+  (
+    cd "$work"
+    export GOFLAGS=-mod=mod GOTOOLCHAIN=local CGO_ENABLED=0
+    go mod tidy -e >"$work/tidy.log" 2>&1 || { cat "$work/tidy.log" >&2; exit 1; }
+    mkdir -p "$dest/bin.tmp"
+    # shellcheck disable=SC2086
+    go build -trimpath -ldflags "-s -w $ldflags" -o "$dest/bin.tmp/" $pkgs
+  ) || { rm -rf "$work" "$dest/bin.tmp"; die "$name $version: the Go build failed (output above). Nothing was cached; fix the cause and run again."; }
+  rm -rf "$work"
+  rm -rf "$dest/bin"
+  mv "$dest/bin.tmp" "$dest/bin"
+  touch "$dest/.complete"
+  log "$name $version: built into $dest/bin"
+}
+
+build_kubernetes() {
+  local v=$KUBERNETES_VERSION minor
+  minor=$(cut -d. -f2 <<<"$v")
+  local staging_v="v0.${v#v1.}"
+  # The kubernetes module replaces its staging modules with local paths; a
+  # consumer must replace each one with its published v0.X.Y twin. The list is
+  # read from kubernetes' own go.mod so it never goes stale.
+  need_go
+  local modfile
+  modfile=$(cd /tmp && GOFLAGS=-mod=mod go mod download -json "k8s.io/kubernetes@$v" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+  [[ -f "$modfile" ]] || die "could not download k8s.io/kubernetes@$v from the Go module proxy"
+  local replaces
+  replaces=$(sed -n 's#^\s*\(k8s.io/[a-z0-9-]*\) => ./staging/src/.*#\1#p' "$modfile" | sort -u |
+    while read -r m; do echo "replace $m => $m $staging_v"; done)
+  local gomod="module coreforge.local/kubernetes-build
+
+go 1.24
+
+require k8s.io/kubernetes $v
+
+$replaces"
+  local pkg=k8s.io/component-base/version cgo=k8s.io/client-go/pkg/version
+  local date ld=""
+  date=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+  for p in $pkg $cgo; do
+    ld+=" -X $p.gitVersion=$v -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean -X $p.buildDate=$date"
+  done
+  build_module kubernetes "$v" "$gomod" \
+    "k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl" \
+    "$ld"
+}
+
+build_etcd() {
+  local v=$ETCD_VERSION
+  build_module etcd "$v" "module coreforge.local/etcd-build
+
+go 1.23
+
+// Every etcd module at the same release, or tidy raises some to 3.6.
+require (
+	go.etcd.io/etcd/api/v3 $v
+	go.etcd.io/etcd/client/pkg/v3 $v
+	go.etcd.io/etcd/client/v3 $v
+	go.etcd.io/etcd/pkg/v3 $v
+	go.etcd.io/etcd/raft/v3 $v
+	go.etcd.io/etcd/server/v3 $v
+	go.etcd.io/etcd/etcdctl/v3 $v
+)" \
+    "go.etcd.io/etcd/server/v3 go.etcd.io/etcd/etcdctl/v3" \
+    ""
+}
+
+build_kwok() {
+  local v=$KWOK_VERSION
+  build_module kwok "$v" "module coreforge.local/kwok-build
+
+go 1.24
+
+require sigs.k8s.io/kwok $v" \
+    "sigs.k8s.io/kwok/cmd/kwok" \
+    "-X sigs.k8s.io/kwok/pkg/consts.Version=$v"
+}
+
+main() {
+  local targets=("$@")
+  [[ ${#targets[@]} -gt 0 ]] || targets=(etcd kwok kubernetes)
+  mkdir -p "$CACHE_DIR"
+  for t in "${targets[@]}"; do
+    case $t in
+      kubernetes | etcd | kwok) "build_$t" ;;
+      *) die "unknown component '$t' (known: kubernetes etcd kwok)" ;;
+    esac
+  done
+}
+main "$@"

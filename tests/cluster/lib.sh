@@ -1,0 +1,214 @@
+# Shared settings and helpers for the local environment scripts. Sourced, not run.
+# shellcheck shell=bash
+CLUSTER_SCRIPTS=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_ROOT=$(cd "$CLUSTER_SCRIPTS/../.." && pwd)
+# shellcheck source=tests/cluster/versions.env
+source "$CLUSTER_SCRIPTS/versions.env"
+CACHE_DIR=${COREFORGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/coreforge}
+STATE_DIR=${COREFORGE_CLUSTER_DIR:-$REPO_ROOT/target/cluster}
+
+log() { printf '[cluster] %s\n' "$*" >&2; }
+die() { printf '[cluster] error: %s\n' "$*" >&2; exit 1; }
+
+# ---------------------------------------------------------------------------
+# Local control plane (used by up.sh, down.sh, status.sh, env.sh).
+
+# Cached binaries of each pinned component, as laid out by build.sh.
+# shellcheck disable=SC2034 # used by the scripts that source this file
+ETCD_BIN_DIR="$CACHE_DIR/etcd-$ETCD_VERSION/bin"
+# shellcheck disable=SC2034
+KWOK_BIN_DIR="$CACHE_DIR/kwok-$KWOK_VERSION/bin"
+KUBE_BIN_DIR="$CACHE_DIR/kubernetes-$KUBERNETES_VERSION/bin"
+
+# The components in start order. down.sh stops them in reverse order.
+COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+
+# Every loopback port the control plane listens on, in one place. The defaults
+# sit away from the well-known Kubernetes ports (2379, 6443, 10250-10259) so a
+# real cluster or kind on the same machine does not collide. Each one can be
+# overridden from the environment; up.sh records the ports it used in
+# $STATE_DIR/ports.env so that status.sh and down.sh find the running cluster
+# even when the environment differs.
+default_ports() {
+  ETCD_PORT=${COREFORGE_ETCD_PORT:-12379}
+  ETCD_PEER_PORT=${COREFORGE_ETCD_PEER_PORT:-12380}
+  APISERVER_PORT=${COREFORGE_APISERVER_PORT:-16443}
+  KCM_PORT=${COREFORGE_KCM_PORT:-16257}
+  SCHEDULER_PORT=${COREFORGE_SCHEDULER_PORT:-16259}
+  KWOK_PORT=${COREFORGE_KWOK_PORT:-16250}
+}
+
+# Loads the ports of the running (or last started) cluster, else the defaults.
+load_ports() {
+  default_ports
+  if [[ -f "$STATE_DIR/ports.env" ]]; then
+    # shellcheck source=/dev/null
+    source "$STATE_DIR/ports.env"
+  fi
+}
+
+# component_ports NAME: the ports NAME listens on.
+component_ports() {
+  case $1 in
+    etcd) echo "$ETCD_PORT $ETCD_PEER_PORT" ;;
+    kube-apiserver) echo "$APISERVER_PORT" ;;
+    kube-controller-manager) echo "$KCM_PORT" ;;
+    kube-scheduler) echo "$SCHEDULER_PORT" ;;
+    kwok) echo "$KWOK_PORT" ;;
+  esac
+}
+
+# component_health_url NAME: the endpoint that answers 2xx once NAME is healthy.
+# The secure ports of the controller manager and scheduler serve a certificate
+# from our own CA; /healthz is reachable without credentials on all of them.
+component_health_url() {
+  case $1 in
+    etcd) echo "http://127.0.0.1:$ETCD_PORT/health" ;;
+    kube-apiserver) echo "https://127.0.0.1:$APISERVER_PORT/readyz" ;;
+    kube-controller-manager) echo "https://127.0.0.1:$KCM_PORT/healthz" ;;
+    kube-scheduler) echo "https://127.0.0.1:$SCHEDULER_PORT/healthz" ;;
+    kwok) echo "http://127.0.0.1:$KWOK_PORT/healthz" ;;
+  esac
+}
+
+# probe NAME: one quick health request, quiet. The apiserver's /readyz needs a
+# client certificate (anonymous requests are rejected), the others do not.
+probe() {
+  local url
+  url=$(component_health_url "$1")
+  local args=(-fsS --max-time 3 -o /dev/null)
+  if [[ $url == https://* ]]; then args+=(--cacert "$STATE_DIR/pki/ca.crt"); fi
+  if [[ $1 == kube-apiserver ]]; then
+    args+=(--cert "$STATE_DIR/pki/admin.crt" --key "$STATE_DIR/pki/admin.key")
+  fi
+  curl "${args[@]}" "$url" 2>/dev/null
+}
+
+pid_file() { echo "$STATE_DIR/pids/$1.pid"; }
+log_file() { echo "$STATE_DIR/logs/$1.log"; }
+
+# alive PID: the process exists and is not a zombie.
+alive() {
+  local stat
+  stat=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
+  [[ -n $stat && $stat != Z* ]]
+}
+
+# is_ours PID: PID is one of our control plane processes: its executable is a
+# cached component binary (never kubectl, so a user's `kubectl -w` survives)
+# and its command line points into $STATE_DIR (so another checkout's cluster,
+# which uses another state dir, is left alone).
+is_ours() {
+  local pid=$1 exe cache
+  exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || return 1
+  cache=$(realpath -m "$CACHE_DIR")
+  [[ $exe == "$cache"/* ]] || return 1
+  case $(basename "${exe% (deleted)}") in
+    server | kube-apiserver | kube-controller-manager | kube-scheduler | kwok) ;;
+    *) return 1 ;;
+  esac
+  tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$STATE_DIR/"
+}
+
+# component_pid NAME: prints the pid of NAME if it is running and ours.
+component_pid() {
+  local f pid
+  f=$(pid_file "$1")
+  [[ -f $f ]] || return 1
+  pid=$(<"$f")
+  [[ $pid =~ ^[0-9]+$ ]] || return 1
+  alive "$pid" && is_ours "$pid" || return 1
+  echo "$pid"
+}
+
+# our_processes: pids of every control plane process of this state dir,
+# whether or not a pid file still names it (pid files can be lost).
+our_processes() {
+  local pid
+  for pid in $(pgrep -f -- "$STATE_DIR/" || true); do
+    if alive "$pid" && is_ours "$pid"; then echo "$pid"; fi
+  done
+}
+
+# port_holder PORT: the `ss` description of whatever listens on PORT, if any.
+port_holder() {
+  ss -ltnpH "( sport = :$1 )" 2>/dev/null | awk '{ $1=$2=$3=""; print }' | sed 's/^ *//' | head -n 3
+}
+
+# log_tail NAME [LINES]: the end of a component's log, for error messages.
+log_tail() {
+  local f
+  f=$(log_file "$1")
+  if [[ -s $f ]]; then
+    printf -- '--- last %s lines of %s ---\n' "${2:-25}" "$f" >&2
+    tail -n "${2:-25}" "$f" >&2
+    printf -- '--- end of %s ---\n' "$f" >&2
+  else
+    printf '(no log output in %s)\n' "$f" >&2
+  fi
+}
+
+# stop_pids PID...: SIGTERM, then SIGKILL whatever is still there after a grace
+# period. Waits until every process is gone; never blocks for long.
+stop_pids() {
+  local pids=("$@") pid deadline
+  ((${#pids[@]})) || return 0
+  kill -TERM "${pids[@]}" 2>/dev/null || true
+  deadline=$((SECONDS + ${COREFORGE_STOP_GRACE:-15}))
+  while ((SECONDS < deadline)); do
+    local left=()
+    for pid in "${pids[@]}"; do alive "$pid" && left+=("$pid"); done
+    ((${#left[@]})) || return 0
+    sleep 0.2
+  done
+  for pid in "${pids[@]}"; do
+    if alive "$pid"; then
+      log "pid $pid did not stop within ${COREFORGE_STOP_GRACE:-15}s; sending SIGKILL"
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+  done
+  deadline=$((SECONDS + 5))
+  while ((SECONDS < deadline)); do
+    local left=()
+    for pid in "${pids[@]}"; do alive "$pid" && left+=("$pid"); done
+    ((${#left[@]})) || return 0
+    sleep 0.2
+  done
+  die "processes still alive after SIGKILL: ${pids[*]}"
+}
+
+# stop_cluster: stops every process of ours, newest component first so that
+# nothing logs a storm of errors about a dependency that went away.
+stop_cluster() {
+  local i name pid pids=()
+  for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do
+    name=${COMPONENTS[i]}
+    if pid=$(component_pid "$name"); then
+      log "stopping $name (pid $pid)"
+      stop_pids "$pid"
+    fi
+    rm -f "$(pid_file "$name")"
+  done
+  # Leftovers without a pid file, e.g. from an up.sh that was killed mid-way.
+  mapfile -t pids < <(our_processes)
+  if ((${#pids[@]})); then
+    log "stopping leftover processes of this cluster: ${pids[*]}"
+    stop_pids "${pids[@]}"
+  fi
+}
+
+# with_lock: serialises up.sh and down.sh (parallel test binaries may all try
+# to start the cluster). The lock lives next to the state dir, which down.sh
+# deletes.
+with_lock() {
+  mkdir -p "$(dirname "$STATE_DIR")"
+  exec 9>"$STATE_DIR.lock"
+  if ! flock -n 9; then
+    log "waiting for another up.sh/down.sh on $STATE_DIR to finish"
+    flock -w "${COREFORGE_LOCK_TIMEOUT:-3600}" 9 || die "timed out waiting for the lock $STATE_DIR.lock"
+  fi
+}
+
+kubectl_bin() { echo "$KUBE_BIN_DIR/kubectl"; }
+# k ARGS...: kubectl against the local control plane, never hanging forever.
+k() { "$(kubectl_bin)" --kubeconfig "$STATE_DIR/kubeconfig" --request-timeout=15s "$@"; }
