@@ -1,8 +1,20 @@
 //! coreforge: a Kubernetes controller that runs core builds as products.
 //!
 //! Where things live:
-//! - [`api`]: the `CoreBuild` and `ImageRelease` types (the CRDs are generated from them).
-//! - [`crdgen`]: renders `crds/*.yaml`.
+//! - [`api`]: the `CoreBuild` and `ImageRelease` types (the CRDs are generated from them);
+//! - [`crdgen`]: renders `crds/*.yaml`;
+//! - [`controller`]: the daemon; its pure decision core is [`controller::decide`];
+//! - [`jobs`]: rendering of build and test Jobs, with the scripts in `src/scripts/`;
+//! - [`results`]: parsing what Jobs report; [`contract`]: judging it against the contract;
+//! - [`snapshot`]: the frozen CoreBuild an attempt is made from; [`names`]: child names;
+//! - [`telemetry`]: logging set-up.
 
 pub mod api;
+pub mod contract;
+pub mod controller;
 pub mod crdgen;
+pub mod jobs;
+pub mod names;
+pub mod results;
+pub mod snapshot;
+pub mod telemetry;

@@ -1,6 +1,9 @@
+//! `coreforge`: parses the command line and hands over to the library.
+
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use coreforge::telemetry::LogFormat;
 
 /// coreforge: build, test, publish and retire core images as products.
 #[derive(Parser)]
@@ -12,6 +15,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the controller (uses KUBECONFIG or the in-cluster service account).
+    Controller {
+        /// Watch only this namespace (default: all namespaces).
+        #[arg(long, env = "COREFORGE_NAMESPACE")]
+        namespace: Option<String>,
+        /// Log format.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "COREFORGE_LOG_FORMAT")]
+        log_format: LogFormat,
+    },
     /// Print the CustomResourceDefinitions, or write them into a directory.
     Crd {
         /// Write one file per CRD into this directory instead of printing.
@@ -21,8 +33,15 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    match cli.command {
+    match Cli::parse().command {
+        Command::Controller { namespace, log_format } => {
+            coreforge::telemetry::init(log_format);
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(async {
+                let client = kube::Client::try_default().await?;
+                coreforge::controller::run(client, coreforge::controller::Settings { namespace }).await
+            })
+        }
         Command::Crd { output_dir: Some(dir) } => coreforge::crdgen::write_all(&dir),
         Command::Crd { output_dir: None } => {
             print!("{}", coreforge::crdgen::render_all()?);

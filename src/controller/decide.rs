@@ -1,0 +1,492 @@
+//! The pure decision core: given a release, what the controller observed around it, and
+//! the time, decide the release's next status and the one object to create. No I/O, so
+//! every case is a row in a table test.
+//!
+//! Crash safety comes from the shape, not from care at each call site: the attempt number
+//! lives in the persisted status, every child's name derives from it, and the edges read
+//! before they create. Re-running a decision after a crash anywhere gives the same names,
+//! finds the same children and reaches the same status.
+
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+
+use crate::api::{
+    ANNOTATION_RETRY, BUILT, ImageRelease, ImageReleaseStatus, Phase, READY, RECONCILING, STALLED, StepStatus, TESTED,
+    Target, Transition, set_condition,
+};
+use crate::contract;
+use crate::results;
+use crate::snapshot::Snapshot;
+
+/// How many transitions `status.history` keeps.
+pub const HISTORY_LIMIT: usize = 50;
+
+/// State of a Job as the controller sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    /// Not finished.
+    Running,
+    /// Condition `Complete`.
+    Succeeded,
+    /// Condition `Failed`.
+    Failed,
+}
+
+/// A Job and what its pod reported.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobObservation {
+    /// Job name.
+    pub name: String,
+    /// Running, succeeded or failed.
+    pub state: JobState,
+    /// When its pod started.
+    pub started_at: Option<Time>,
+    /// When it finished.
+    pub finished_at: Option<Time>,
+    /// Why it failed: the container's terminated reason, else the Job condition's reason.
+    pub reason: Option<String>,
+    /// The container's termination message (the step's result), else the Job condition's message.
+    pub message: Option<String>,
+    /// The container's exit code, if it terminated.
+    pub exit_code: Option<i32>,
+}
+
+/// Everything the decision needs besides the release. Only what the current phase needs
+/// is filled in by the edges.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    /// Whether the release's CoreBuild exists (needed to start an attempt).
+    pub core_build_exists: bool,
+    /// The Containerfile resolved from the live CoreBuild, or why it could not be
+    /// (needed to start an attempt).
+    pub blueprint: Option<Result<String, String>>,
+    /// The snapshot to start from: taken from the live CoreBuild by the edges, or read back
+    /// from the attempt's ConfigMap if one exists.
+    pub snapshot: Option<Result<Snapshot, String>>,
+    /// Whether `snapshot` was read from an existing ConfigMap.
+    pub snapshot_stored: bool,
+    /// The attempt's build Job.
+    pub build_job: Option<JobObservation>,
+    /// The attempt's test Job.
+    pub test_job: Option<JobObservation>,
+}
+
+/// The object the edges must create (after reading that it does not exist yet).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Create {
+    /// The attempt's snapshot ConfigMap.
+    Snapshot(Snapshot),
+    /// The attempt's build Job.
+    BuildJob(Snapshot),
+    /// The attempt's test Job, for the built image.
+    TestJob(Snapshot, String),
+}
+
+/// An Event to record on the release.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Note {
+    /// Warning (true) or Normal.
+    pub warning: bool,
+    /// PascalCase reason.
+    pub reason: String,
+    /// What happened, for a person.
+    pub message: String,
+}
+
+/// What to do.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// The status the release should have.
+    pub status: ImageReleaseStatus,
+    /// What to create first.
+    pub create: Option<Create>,
+    /// Events to record.
+    pub notes: Vec<Note>,
+    /// When to look again if nothing else happens.
+    pub requeue_after: Option<Duration>,
+}
+
+/// The attempt the release is in, or is about to start, and whether it is starting.
+pub fn wanted_attempt(release: &ImageRelease) -> (i32, bool) {
+    let st = release.status.clone().unwrap_or_default();
+    match st.attempt {
+        None => (1, true),
+        Some(n) if st.phase == Some(Phase::Failed) && retry_requested(release, &st) => (n + 1, true),
+        Some(n) => (n, false),
+    }
+}
+
+fn retry_token(release: &ImageRelease) -> Option<String> {
+    release.annotations().get(ANNOTATION_RETRY).cloned()
+}
+
+fn retry_requested(release: &ImageRelease, st: &ImageReleaseStatus) -> bool {
+    let new_generation = release.metadata.generation.is_some() && release.metadata.generation != st.attempt_generation;
+    let token = retry_token(release);
+    new_generation || (token.is_some() && token != st.retry_token)
+}
+
+/// The phase a release is heading for, given its target.
+pub fn goal(target: Target) -> Phase {
+    match target {
+        Target::Verified => Phase::Verified,
+        Target::Published => Phase::Published,
+        Target::Deprecated => Phase::Deprecated,
+        Target::Retired => Phase::Retired,
+    }
+}
+
+struct Ctx<'a> {
+    release: &'a ImageRelease,
+    now: &'a Time,
+    st: ImageReleaseStatus,
+    create: Option<Create>,
+    notes: Vec<Note>,
+    /// Why the release is where it is: (reason, message) for Ready/Reconciling/Stalled.
+    headline: (String, String),
+    stalled: bool,
+}
+
+impl Ctx<'_> {
+    fn generation(&self) -> Option<i64> {
+        self.release.metadata.generation
+    }
+
+    fn phase(&self) -> Phase {
+        self.st.phase.unwrap_or_default()
+    }
+
+    fn condition(&mut self, type_: &str, value: Option<bool>, reason: &str, message: &str) {
+        let generation = self.generation();
+        set_condition(&mut self.st.conditions, type_, value, reason, message, generation, self.now);
+    }
+
+    fn headline(&mut self, reason: &str, message: impl Into<String>) {
+        self.headline = (reason.to_string(), message.into());
+    }
+
+    fn note(&mut self, warning: bool, reason: &str, message: impl Into<String>) {
+        self.notes.push(Note { warning, reason: reason.into(), message: message.into() });
+    }
+
+    fn transition(&mut self, phase: Phase, reason: &str, message: impl Into<String>) {
+        let message = message.into();
+        if self.st.phase != Some(phase) {
+            self.st.phase = Some(phase);
+            self.st.history.push(Transition { phase, at: self.now.clone(), reason: reason.into(), attempt: self.st.attempt });
+            let excess = self.st.history.len().saturating_sub(HISTORY_LIMIT);
+            self.st.history.drain(..excess);
+            self.note(phase == Phase::Failed, reason, message.clone());
+        }
+        self.headline(reason, message);
+    }
+
+    fn fail(&mut self, step_condition: &str, reason: &str, message: String) {
+        self.condition(step_condition, Some(false), reason, &message);
+        self.transition(Phase::Failed, reason, message);
+    }
+
+    fn snapshot<'o>(&mut self, observed: &'o Observed) -> Option<&'o Snapshot> {
+        match &observed.snapshot {
+            Some(Ok(s)) => Some(s),
+            Some(Err(e)) => {
+                let msg = format!("the attempt's snapshot is unreadable: {e}; set the {ANNOTATION_RETRY} annotation to start a new attempt");
+                self.fail(READY, "SnapshotInvalid", msg);
+                None
+            }
+            None => {
+                let name = self.st.provenance.as_ref().map(|p| p.snapshot.clone()).unwrap_or_default();
+                let msg = format!("the attempt's snapshot ConfigMap {name} is gone; set the {ANNOTATION_RETRY} annotation to start a new attempt");
+                self.fail(READY, "SnapshotMissing", msg);
+                None
+            }
+        }
+    }
+}
+
+fn step_status(job: &JobObservation) -> StepStatus {
+    StepStatus {
+        job_name: job.name.clone(),
+        started_at: job.started_at.clone(),
+        finished_at: job.finished_at.clone(),
+        outcome: match job.state {
+            JobState::Running => None,
+            JobState::Succeeded => Some("Succeeded".into()),
+            JobState::Failed => Some("Failed".into()),
+        },
+    }
+}
+
+fn describe_failure(job: &JobObservation) -> String {
+    let reason = job.reason.as_deref().unwrap_or("Failed");
+    let exit = job.exit_code.map(|c| format!(" (exit code {c})")).unwrap_or_default();
+    match job.message.as_deref().map(str::trim).filter(|m| !m.is_empty()) {
+        Some(m) => format!("Job {} failed: {reason}{exit}: {}", job.name, truncate(m, 512)),
+        None => format!("Job {} failed: {reason}{exit}", job.name),
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// Decides the next status of `release` and what to create.
+pub fn decide(release: &ImageRelease, observed: &Observed, now: &Time) -> Decision {
+    let old = release.status.clone().unwrap_or_default();
+    let mut cx = Ctx {
+        release,
+        now,
+        st: old.clone(),
+        create: None,
+        notes: Vec::new(),
+        headline: (String::new(), String::new()),
+        stalled: false,
+    };
+    cx.st.observed_generation = release.metadata.generation;
+    if cx.st.phase.is_none() {
+        cx.st.phase = Some(Phase::Pending);
+        cx.st.history.push(Transition { phase: Phase::Pending, at: now.clone(), reason: "Created".into(), attempt: None });
+    }
+
+    if let Some(problem) = spec_problem(release) {
+        cx.headline("InvalidSpec", problem);
+        cx.stalled = true;
+        return finish(cx);
+    }
+
+    let (attempt, starting) = wanted_attempt(release);
+    if starting && !start_attempt(&mut cx, observed, attempt) {
+        return finish(cx);
+    }
+
+    match cx.phase() {
+        Phase::Building => build(&mut cx, observed),
+        Phase::Testing => {}
+        _ => {}
+    }
+    if cx.phase() == Phase::Testing {
+        test(&mut cx, observed);
+    }
+    match cx.phase() {
+        Phase::Verified => verified(&mut cx),
+        Phase::Failed => {
+            let msg = find_message(&cx.st, READY).unwrap_or_else(|| "the release failed".into());
+            let reason = cx.st.history.last().map(|t| t.reason.clone()).unwrap_or_else(|| "Failed".into());
+            cx.headline(&reason, format!("{msg} (change the spec or set the {ANNOTATION_RETRY} annotation to retry)"));
+            cx.stalled = true;
+        }
+        _ => {}
+    }
+    finish(cx)
+}
+
+fn find_message(st: &ImageReleaseStatus, type_: &str) -> Option<String> {
+    crate::api::find_condition(&st.conditions, type_).map(|c| c.message.clone()).filter(|m| !m.is_empty())
+}
+
+/// What the API server's schema cannot refuse but the controller must.
+fn spec_problem(release: &ImageRelease) -> Option<String> {
+    let ends = release.spec.support_ends_at.as_ref()?;
+    let created = release.metadata.creation_timestamp.as_ref()?;
+    (ends.0 <= created.0).then(|| {
+        format!("spec.supportEndsAt ({}) must lie after the release's creation ({})", ends.0, created.0)
+    })
+}
+
+/// Starts attempt `attempt`: waits for what it needs, snapshots, or moves to Building.
+/// Returns whether the attempt started (and the decision may go on).
+fn start_attempt(cx: &mut Ctx, observed: &Observed, attempt: i32) -> bool {
+    let core_build = cx.release.spec.core_build.clone();
+    let snap = match &observed.snapshot {
+        Some(Ok(snap)) if observed.snapshot_stored => snap.clone(),
+        Some(Err(e)) if observed.snapshot_stored => {
+            cx.headline("SnapshotInvalid", format!("snapshot of attempt {attempt} is unreadable: {e}"));
+            cx.stalled = true;
+            return false;
+        }
+        _ => {
+            if !observed.core_build_exists {
+                cx.headline(
+                    "CoreBuildNotFound",
+                    format!("CoreBuild {core_build} does not exist in this namespace; the release starts when it is created"),
+                );
+                return false;
+            }
+            match (&observed.blueprint, &observed.snapshot) {
+                (Some(Err(e)), _) => {
+                    cx.headline("BlueprintNotFound", format!("{e}; the release starts when it appears"));
+                }
+                (Some(Ok(_)), Some(Ok(snap))) => {
+                    cx.create = Some(Create::Snapshot(snap.clone()));
+                    cx.headline("Snapshotting", format!("freezing CoreBuild {core_build} for attempt {attempt}"));
+                }
+                _ => cx.headline("Snapshotting", format!("reading CoreBuild {core_build} for attempt {attempt}")),
+            }
+            return false;
+        }
+    };
+    let retrying = cx.st.attempt.is_some();
+    let p = snap.provenance();
+    cx.st.attempt = Some(attempt);
+    cx.st.attempt_generation = cx.release.metadata.generation;
+    cx.st.retry_token = retry_token(cx.release);
+    cx.st.build = None;
+    cx.st.test = None;
+    cx.st.digest = None;
+    cx.st.short_digest = None;
+    cx.st.staging_image = None;
+    cx.st.image_config = None;
+    cx.st.checks.clear();
+    let msg = format!(
+        "attempt {attempt}{} from CoreBuild {core_build} generation {} (base {}, blueprint {})",
+        if retrying { " (retry)" } else { "" },
+        p.core_build_generation,
+        p.base_digest,
+        p.blueprint_hash
+    );
+    cx.st.provenance = Some(p);
+    cx.condition(BUILT, None, "Building", "waiting for the build Job");
+    cx.condition(TESTED, None, "NotTested", "waiting for the build");
+    cx.transition(Phase::Building, "AttemptStarted", msg);
+    true
+}
+
+fn build(cx: &mut Ctx, observed: &Observed) {
+    let Some(job) = &observed.build_job else {
+        let Some(snap) = cx.snapshot(observed) else { return };
+        let name = crate::names::build_job(&cx.release.name_any(), snap.attempt);
+        cx.create = Some(Create::BuildJob(snap.clone()));
+        cx.st.build = Some(StepStatus { job_name: name.clone(), ..Default::default() });
+        let msg = format!("build Job {name} created");
+        cx.condition(BUILT, None, "Building", &msg);
+        cx.note(false, "BuildStarted", msg.clone());
+        cx.headline("Building", msg);
+        return;
+    };
+    cx.st.build = Some(step_status(job));
+    match job.state {
+        JobState::Running => {
+            let msg = format!("build Job {} is running", job.name);
+            cx.condition(BUILT, None, "Building", &msg);
+            cx.headline("Building", msg);
+        }
+        JobState::Failed => cx.fail(BUILT, "BuildFailed", describe_failure(job)),
+        JobState::Succeeded => match results::parse_build(job.message.as_deref().unwrap_or_default()) {
+            Err(e) => cx.fail(BUILT, "InvalidBuildResult", format!("build Job {} succeeded but reported no usable result: {e}", job.name)),
+            Ok(r) => {
+                let Some(snap) = cx.snapshot(observed) else { return };
+                let image = format!("{}@{}", snap.spec.catalog.staging_repository, r.digest);
+                cx.st.short_digest = Some(r.digest.trim_start_matches("sha256:").chars().take(12).collect());
+                cx.st.digest = Some(r.digest);
+                cx.st.image_config = r.config;
+                let msg = format!("built and pushed {image}");
+                cx.st.staging_image = Some(image);
+                cx.condition(BUILT, Some(true), "BuildSucceeded", &msg);
+                cx.transition(Phase::Testing, "BuildSucceeded", msg);
+            }
+        },
+    }
+}
+
+fn test(cx: &mut Ctx, observed: &Observed) {
+    let Some(image) = cx.st.staging_image.clone() else {
+        cx.fail(TESTED, "DigestMissing", "status lost the built image; retry to rebuild".into());
+        return;
+    };
+    let Some(job) = &observed.test_job else {
+        let Some(snap) = cx.snapshot(observed) else { return };
+        let name = crate::names::test_job(&cx.release.name_any(), snap.attempt);
+        cx.create = Some(Create::TestJob(snap.clone(), image.clone()));
+        cx.st.test = Some(StepStatus { job_name: name.clone(), ..Default::default() });
+        let msg = format!("test Job {name} created for {image}");
+        cx.condition(TESTED, None, "Testing", &msg);
+        cx.note(false, "TestStarted", msg.clone());
+        cx.headline("Testing", msg);
+        return;
+    };
+    cx.st.test = Some(step_status(job));
+    if job.state == JobState::Running {
+        let msg = format!("test Job {} is running the contract checks", job.name);
+        cx.condition(TESTED, None, "Testing", &msg);
+        cx.headline("Testing", msg);
+        return;
+    }
+    let report = results::parse_test(job.message.as_deref().unwrap_or_default());
+    let report = match (job.state, report) {
+        (_, Ok(report)) => report,
+        (JobState::Failed, Err(_)) => return cx.fail(TESTED, "TestJobFailed", describe_failure(job)),
+        (_, Err(e)) => {
+            let msg = format!("test Job {} finished but reported no usable result: {e}", job.name);
+            return cx.fail(TESTED, "InvalidTestResult", msg);
+        }
+    };
+    let Some(snap) = cx.snapshot(observed) else { return };
+    let checks = contract::evaluate(&snap.spec.contract, &report, cx.st.image_config.as_ref());
+    let failing: Vec<String> = contract::failures(&checks).into_iter().map(String::from).collect();
+    let total = checks.len();
+    cx.st.checks = checks;
+    if !failing.is_empty() {
+        let detail: Vec<String> = cx
+            .st
+            .checks
+            .iter()
+            .filter(|c| !c.passed)
+            .map(|c| match &c.observed {
+                Some(o) => format!("{} ({o})", c.name),
+                None => c.name.clone(),
+            })
+            .collect();
+        let msg = format!("{} of {total} contract checks failed: {}", failing.len(), truncate(&detail.join(", "), 900));
+        return cx.fail(TESTED, "ContractBroken", msg);
+    }
+    if job.state == JobState::Failed {
+        return cx.fail(TESTED, "TestJobFailed", describe_failure(job));
+    }
+    let msg = format!("all {total} contract checks passed in {image}");
+    cx.condition(TESTED, Some(true), "ContractKept", &msg);
+    cx.transition(Phase::Verified, "ContractKept", msg);
+}
+
+fn verified(cx: &mut Ctx) {
+    let digest = cx.st.staging_image.clone().unwrap_or_default();
+    match cx.release.spec.target {
+        Target::Verified => cx.headline("Verified", format!("{digest} kept its contract")),
+        _ => cx.headline("AwaitingPublication", format!("{digest} kept its contract and waits to be published")),
+    }
+}
+
+/// Sets the kstatus conditions from where the release ended up.
+fn finish(mut cx: Ctx) -> Decision {
+    let phase = cx.phase();
+    let ready = phase == goal(cx.release.spec.target);
+    let stalled = cx.stalled || phase == Phase::Failed;
+    let (reason, message) = cx.headline.clone();
+    let reason = if reason.is_empty() { phase.as_str().to_string() } else { reason };
+    cx.condition(READY, Some(ready), &reason, &message);
+    let progressing = !ready && !stalled;
+    cx.condition(RECONCILING, Some(progressing), if progressing { &reason } else { "Idle" }, if progressing { &message } else { "" });
+    cx.condition(STALLED, Some(stalled), if stalled { &reason } else { "NotStalled" }, if stalled { &message } else { "" });
+    Decision { status: cx.st, create: cx.create, notes: cx.notes, requeue_after: None }
+}
+
+/// Whether two statuses differ in anything but timestamps of conditions, so that a
+/// status that did not change is never written.
+pub fn status_changed(old: Option<&ImageReleaseStatus>, new: &ImageReleaseStatus) -> bool {
+    let strip = |s: &ImageReleaseStatus| {
+        let mut s = s.clone();
+        for c in &mut s.conditions {
+            c.last_transition_time = Time(jiff::Timestamp::UNIX_EPOCH);
+        }
+        s
+    };
+    old.is_none_or(|old| strip(old) != strip(new))
+}

@@ -1,0 +1,259 @@
+//! The reconcile edges for an ImageRelease: read what the decision needs, create the one
+//! child it asks for (read before create), write status with server-side apply when it
+//! changed, record events.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::decide::{Create, Observed, decide, status_changed, wanted_attempt};
+use super::observe::observe_job;
+use crate::api::{CoreBuild, FIELD_MANAGER, ImageRelease, ImageReleaseStatus};
+use crate::snapshot::Snapshot;
+use crate::{jobs, names};
+
+/// Why a reconcile failed. Metrics label errors by [`Error::kind`], never by message.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The API server refused or did not answer.
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// An object could not be serialized.
+    #[error("serialization: {0}")]
+    Serialize(#[from] serde_json::Error),
+    /// A namespaced object without namespace (should not happen).
+    #[error("object has no namespace")]
+    NoNamespace,
+}
+
+impl Error {
+    /// A bounded label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Kube(kube::Error::Api(_)) => "api",
+            Error::Kube(_) => "client",
+            Error::Serialize(_) => "serialize",
+            Error::NoNamespace => "no_namespace",
+        }
+    }
+}
+
+/// Shared state of the reconcilers.
+pub struct Context {
+    client: Client,
+    recorder: Recorder,
+    /// Consecutive failures per release, for exponential backoff.
+    failures: Mutex<HashMap<ObjectRef<ImageRelease>, u32>>,
+}
+
+impl Context {
+    /// A context for `client`, recording events with `recorder`.
+    pub fn new(client: Client, recorder: Recorder) -> Self {
+        Self { client, recorder, failures: Mutex::default() }
+    }
+}
+
+/// Creates `obj` unless an object of that name exists already.
+async fn create_if_absent<K>(api: &Api<K>, obj: &K) -> Result<bool, Error>
+where
+    K: Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+{
+    let name = obj.meta().name.clone().unwrap_or_default();
+    if api.get_opt(&name).await?.is_some() {
+        return Ok(false);
+    }
+    match api.create(&PostParams::default(), obj).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Resolves the Containerfile of a live CoreBuild.
+async fn blueprint(cms: &Api<ConfigMap>, cb: &CoreBuild) -> Result<Result<String, String>, Error> {
+    if let Some(text) = &cb.spec.blueprint.containerfile {
+        return Ok(Ok(text.clone()));
+    }
+    let Some(r) = &cb.spec.blueprint.config_map_ref else {
+        return Ok(Err("the CoreBuild's blueprint names neither a containerfile nor a configMapRef".into()));
+    };
+    Ok(match cms.get_opt(&r.name).await? {
+        None => Err(format!("blueprint ConfigMap {} does not exist", r.name)),
+        Some(cm) => match cm.data.as_ref().and_then(|d| d.get(&r.key)) {
+            Some(text) if !text.trim().is_empty() => Ok(text.clone()),
+            _ => Err(format!("blueprint ConfigMap {} has no (or an empty) key {}", r.name, r.key)),
+        },
+    })
+}
+
+async fn observe_job_named(jobs: &Api<Job>, pods: &Api<Pod>, name: &str) -> Result<Option<super::decide::JobObservation>, Error> {
+    let Some(job) = jobs.get_opt(name).await? else { return Ok(None) };
+    let finished = job.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| {
+        cs.iter().any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
+    });
+    // Pods are read only once the Job finished: that is when the result is there.
+    let pod_list = if finished {
+        pods.list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={name}"))).await?.items
+    } else {
+        Vec::new()
+    };
+    Ok(Some(observe_job(&job, &pod_list)))
+}
+
+/// Gathers what [`decide`] needs for `release`.
+async fn observe(client: &Client, ns: &str, release: &ImageRelease) -> Result<Observed, Error> {
+    let name = release.name_any();
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let (attempt, starting) = wanted_attempt(release);
+    let mut observed = Observed::default();
+    match cms.get_opt(&names::snapshot(&name, attempt)).await? {
+        Some(cm) => {
+            observed.snapshot = Some(Snapshot::from_config_map(&cm));
+            observed.snapshot_stored = true;
+        }
+        None if starting => {
+            let cbs: Api<CoreBuild> = Api::namespaced(client.clone(), ns);
+            if let Some(cb) = cbs.get_opt(&release.spec.core_build).await? {
+                observed.core_build_exists = true;
+                let text = blueprint(&cms, &cb).await?;
+                if let Ok(containerfile) = &text {
+                    observed.snapshot = Some(Ok(Snapshot {
+                        name: names::snapshot(&name, attempt),
+                        attempt,
+                        core_build_generation: cb.metadata.generation.unwrap_or_default(),
+                        spec: cb.spec.clone(),
+                        containerfile: containerfile.clone(),
+                    }));
+                }
+                observed.blueprint = Some(text);
+            }
+            return Ok(observed);
+        }
+        None => {}
+    }
+    let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    observed.build_job = observe_job_named(&jobs, &pods, &names::build_job(&name, attempt)).await?;
+    observed.test_job = observe_job_named(&jobs, &pods, &names::test_job(&name, attempt)).await?;
+    Ok(observed)
+}
+
+async fn patch_status(api: &Api<ImageRelease>, name: &str, status: &ImageReleaseStatus) -> Result<(), Error> {
+    let patch = serde_json::json!({
+        "apiVersion": "coreforge.dev/v1alpha1",
+        "kind": "ImageRelease",
+        "status": status,
+    });
+    api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    Ok(())
+}
+
+/// Reconciles one ImageRelease.
+pub async fn reconcile(release: Arc<ImageRelease>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = release.namespace().ok_or(Error::NoNamespace)?;
+    let name = release.name_any();
+    let span = info_span!("reconcile", namespace = %ns, name = %name);
+    async move {
+        if release.metadata.deletion_timestamp.is_some() {
+            // Jobs and ConfigMaps go with it through their owner references.
+            return Ok(Action::await_change());
+        }
+        let action = reconcile_once(&release, &ctx, &ns, &name).await?;
+        ctx.failures.lock().map(|mut f| f.remove(&ObjectRef::from_obj(&*release))).ok();
+        Ok(action)
+    }
+    .instrument(span)
+    .await
+}
+
+async fn reconcile_once(release: &ImageRelease, ctx: &Context, ns: &str, name: &str) -> Result<Action, Error> {
+    let client = &ctx.client;
+    let observed = observe(client, ns, release).await?;
+    let now = Time(jiff::Timestamp::now());
+    let decision = decide(release, &observed, &now);
+
+    let mut requeue = decision.requeue_after;
+    match &decision.create {
+        Some(Create::Snapshot(snap)) => {
+            let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+            if create_if_absent(&cms, &snap.to_config_map(release)).await? {
+                info!(snapshot = %snap.name, "snapshot created");
+            }
+            // The attempt starts from the stored snapshot: look again right away.
+            requeue = Some(Duration::ZERO);
+        }
+        Some(Create::BuildJob(snap)) => {
+            let api: Api<Job> = Api::namespaced(client.clone(), ns);
+            let job = jobs::build_job(release, snap);
+            if create_if_absent(&api, &job).await? {
+                info!(job = %job.name_any(), "build Job created");
+            }
+        }
+        Some(Create::TestJob(snap, image)) => {
+            let api: Api<Job> = Api::namespaced(client.clone(), ns);
+            let job = jobs::test_job(release, snap, image);
+            if create_if_absent(&api, &job).await? {
+                info!(job = %job.name_any(), "test Job created");
+            }
+        }
+        None => {}
+    }
+
+    if status_changed(release.status.as_ref(), &decision.status) {
+        let api: Api<ImageRelease> = Api::namespaced(client.clone(), ns);
+        patch_status(&api, name, &decision.status).await?;
+        let old = release.status.as_ref().and_then(|s| s.phase);
+        if old != decision.status.phase {
+            info!(from = ?old, to = ?decision.status.phase, "phase changed");
+        } else {
+            debug!("status updated");
+        }
+    }
+
+    let reference = release.object_ref(&());
+    for note in &decision.notes {
+        let event = Event {
+            type_: if note.warning { EventType::Warning } else { EventType::Normal },
+            reason: note.reason.clone(),
+            note: Some(note.message.chars().take(1000).collect()),
+            action: note.reason.clone(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+            // An event is worth a warning in the log, not a failed reconcile.
+            warn!(error = %e, reason = %note.reason, "could not record event");
+        }
+    }
+    Ok(match requeue {
+        Some(after) => Action::requeue(after),
+        None => Action::await_change(),
+    })
+}
+
+/// Backs off exponentially per release on errors: 1 s, 2 s, 4 s … up to 5 minutes.
+pub fn error_policy(release: Arc<ImageRelease>, error: &Error, ctx: Arc<Context>) -> Action {
+    let n = ctx
+        .failures
+        .lock()
+        .map(|mut f| {
+            let n = f.entry(ObjectRef::from_obj(&*release)).or_insert(0);
+            *n = n.saturating_add(1);
+            *n
+        })
+        .unwrap_or(1);
+    let delay = Duration::from_secs(1u64 << n.min(9).saturating_sub(1)).min(Duration::from_secs(300));
+    warn!(namespace = ?release.namespace(), name = %release.name_any(), error = %error, kind = error.kind(), retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}

@@ -1,0 +1,105 @@
+//! The snapshot of an attempt: the CoreBuild spec and the Containerfile, frozen in an
+//! immutable ConfigMap owned by the release when the attempt starts. Jobs are rendered
+//! from the snapshot, never from the live CoreBuild, so editing a CoreBuild never changes
+//! what an in-flight or finished release means.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::ObjectMeta;
+use kube::{Resource, ResourceExt};
+
+use crate::api::{CoreBuildSpec, ImageRelease, LABEL_CORE_BUILD, LABEL_RELEASE, Provenance};
+use crate::jobs;
+use crate::names;
+
+/// ConfigMap key holding the CoreBuild spec (JSON).
+pub const KEY_SPEC: &str = "corebuild.json";
+/// ConfigMap key holding the Containerfile.
+pub const KEY_CONTAINERFILE: &str = "Containerfile";
+const ANNOTATION_GENERATION: &str = "coreforge.dev/corebuild-generation";
+const ANNOTATION_ATTEMPT: &str = "coreforge.dev/attempt";
+
+/// What an attempt is made from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    /// Name of the ConfigMap.
+    pub name: String,
+    /// Attempt it belongs to.
+    pub attempt: i32,
+    /// CoreBuild generation it was taken at.
+    pub core_build_generation: i64,
+    /// The CoreBuild spec.
+    pub spec: CoreBuildSpec,
+    /// The Containerfile.
+    pub containerfile: String,
+}
+
+impl Snapshot {
+    /// Provenance recorded in the release's status.
+    pub fn provenance(&self) -> Provenance {
+        let spec_json = serde_json::to_vec(&self.spec).unwrap_or_default();
+        Provenance {
+            core_build_generation: self.core_build_generation,
+            core_build_spec_hash: names::sha256(&spec_json),
+            base: self.spec.base.clone(),
+            base_digest: self.spec.base.rsplit_once('@').map(|(_, d)| d.to_string()).unwrap_or_default(),
+            blueprint_hash: names::sha256(self.containerfile.as_bytes()),
+            builder_image: jobs::builder_image(&self.spec).to_string(),
+            snapshot: self.name.clone(),
+        }
+    }
+
+    /// The immutable ConfigMap, owned by `release`.
+    pub fn to_config_map(&self, release: &ImageRelease) -> ConfigMap {
+        let spec = serde_json::to_string_pretty(&self.spec).unwrap_or_default();
+        ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(self.name.clone()),
+                namespace: release.namespace(),
+                labels: Some(jobs::labels(release, None, self.attempt)),
+                annotations: Some(BTreeMap::from([
+                    (ANNOTATION_GENERATION.to_string(), self.core_build_generation.to_string()),
+                    (ANNOTATION_ATTEMPT.to_string(), self.attempt.to_string()),
+                ])),
+                owner_references: release.controller_owner_ref(&()).map(|o| vec![o]),
+                ..Default::default()
+            },
+            data: Some(BTreeMap::from([
+                (KEY_SPEC.to_string(), spec),
+                (KEY_CONTAINERFILE.to_string(), self.containerfile.clone()),
+            ])),
+            immutable: Some(true),
+            ..Default::default()
+        }
+    }
+
+    /// Reads a snapshot back from its ConfigMap.
+    pub fn from_config_map(cm: &ConfigMap) -> Result<Snapshot, String> {
+        let name = cm.name_any();
+        let data = cm.data.as_ref().ok_or_else(|| format!("snapshot ConfigMap {name} has no data"))?;
+        let spec = data.get(KEY_SPEC).ok_or_else(|| format!("snapshot ConfigMap {name} has no {KEY_SPEC}"))?;
+        let spec: CoreBuildSpec =
+            serde_json::from_str(spec).map_err(|e| format!("snapshot ConfigMap {name}: {KEY_SPEC} is not a CoreBuild spec: {e}"))?;
+        let containerfile =
+            data.get(KEY_CONTAINERFILE).ok_or_else(|| format!("snapshot ConfigMap {name} has no {KEY_CONTAINERFILE}"))?;
+        let number = |key: &str| -> Result<i64, String> {
+            cm.annotations()
+                .get(key)
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| format!("snapshot ConfigMap {name} lacks a numeric {key} annotation"))
+        };
+        Ok(Snapshot {
+            name: name.clone(),
+            attempt: i32::try_from(number(ANNOTATION_ATTEMPT)?).map_err(|e| e.to_string())?,
+            core_build_generation: number(ANNOTATION_GENERATION)?,
+            spec,
+            containerfile: containerfile.clone(),
+        })
+    }
+}
+
+/// Labels a release's snapshot ConfigMaps carry (for the controller's watch).
+pub fn is_owned_by(cm: &ConfigMap, release: &str) -> bool {
+    cm.labels().get(LABEL_RELEASE).is_some_and(|r| r == release) && cm.labels().contains_key(LABEL_CORE_BUILD)
+}
