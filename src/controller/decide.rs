@@ -185,7 +185,8 @@ impl Ctx<'_> {
 
     fn fail(&mut self, step_condition: &str, reason: &str, message: String) {
         self.condition(step_condition, Some(false), reason, &message);
-        self.transition(Phase::Failed, reason, message);
+        self.transition(Phase::Failed, reason, message.clone());
+        self.headline(reason, format!("{message}; change the spec or set the {ANNOTATION_RETRY} annotation to retry"));
     }
 
     fn snapshot<'o>(&mut self, observed: &'o Observed) -> Option<&'o Snapshot> {
@@ -279,18 +280,17 @@ pub fn decide(release: &ImageRelease, observed: &Observed, now: &Time) -> Decisi
     match cx.phase() {
         Phase::Verified => verified(&mut cx),
         Phase::Failed => {
-            let msg = find_message(&cx.st, READY).unwrap_or_else(|| "the release failed".into());
-            let reason = cx.st.history.last().map(|t| t.reason.clone()).unwrap_or_else(|| "Failed".into());
-            cx.headline(&reason, format!("{msg} (change the spec or set the {ANNOTATION_RETRY} annotation to retry)"));
+            // Nothing new happened: the failure recorded when it happened still explains it.
+            if cx.headline.0.is_empty()
+                && let Some(c) = crate::api::find_condition(&cx.st.conditions, READY)
+            {
+                cx.headline = (c.reason.clone(), c.message.clone());
+            }
             cx.stalled = true;
         }
         _ => {}
     }
     finish(cx)
-}
-
-fn find_message(st: &ImageReleaseStatus, type_: &str) -> Option<String> {
-    crate::api::find_condition(&st.conditions, type_).map(|c| c.message.clone()).filter(|m| !m.is_empty())
 }
 
 /// What the API server's schema cannot refuse but the controller must.
@@ -490,3 +490,7 @@ pub fn status_changed(old: Option<&ImageReleaseStatus>, new: &ImageReleaseStatus
     };
     old.is_none_or(|old| strip(old) != strip(new))
 }
+
+#[cfg(test)]
+#[path = "decide_tests.rs"]
+mod tests;

@@ -1,0 +1,386 @@
+//! The decision core as a table: (release, observations) → (phase, conditions, child, events).
+
+use super::*;
+use crate::api::{
+    Blueprint, Catalog, Check, Contract, CoreBuildSpec, ImageReleaseSpec, PackageGuarantee, find_condition,
+};
+use jiff::Timestamp;
+use kube::api::ObjectMeta;
+
+const DIGEST: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+
+fn at(secs: i64) -> Time {
+    Time(Timestamp::from_second(1_800_000_000 + secs).unwrap())
+}
+
+fn spec() -> CoreBuildSpec {
+    CoreBuildSpec {
+        base: format!("registry.local/debian@{DIGEST}"),
+        blueprint: Blueprint { containerfile: Some("FROM scratch\nRUN true\n".into()), config_map_ref: None },
+        builder: None,
+        tester: None,
+        contract: Contract {
+            packages: vec![PackageGuarantee { name: "bash".into(), version: Some(">= 5".into()) }],
+            checks: vec![Check { name: "shell".into(), run: "true".into(), description: None }],
+            ..Default::default()
+        },
+        catalog: Catalog {
+            repository: "registry.local/core/debian".into(),
+            staging_repository: "registry.local/staging/debian".into(),
+            ..Default::default()
+        },
+        lifecycle: None,
+        docs: None,
+    }
+}
+
+fn snap(attempt: i32) -> Snapshot {
+    Snapshot {
+        name: crate::names::snapshot("rel", attempt),
+        attempt,
+        core_build_generation: 3,
+        spec: spec(),
+        containerfile: "FROM scratch\nRUN true\n".into(),
+    }
+}
+
+fn release(target: Target, generation: i64, status: Option<ImageReleaseStatus>) -> ImageRelease {
+    let mut r = ImageRelease::new(
+        "rel",
+        ImageReleaseSpec {
+            core_build: "debian".into(),
+            version: "12.7.0".into(),
+            advisories: vec![],
+            release_notes: None,
+            support_ends_at: None,
+            target,
+        },
+    );
+    r.metadata = ObjectMeta {
+        name: Some("rel".into()),
+        namespace: Some("ns".into()),
+        uid: Some("0a1b2c3d-0000-0000-0000-000000000000".into()),
+        generation: Some(generation),
+        creation_timestamp: Some(at(0)),
+        ..Default::default()
+    };
+    r.status = status;
+    r
+}
+
+fn job(name: &str, state: JobState, message: Option<&str>, reason: Option<&str>) -> JobObservation {
+    JobObservation {
+        name: name.into(),
+        state,
+        started_at: Some(at(1)),
+        finished_at: (state != JobState::Running).then(|| at(2)),
+        reason: reason.map(String::from),
+        message: message.map(String::from),
+        exit_code: match state {
+            JobState::Running => None,
+            JobState::Succeeded => Some(0),
+            JobState::Failed => Some(3),
+        },
+    }
+}
+
+fn stored(attempt: i32) -> Observed {
+    Observed { snapshot: Some(Ok(snap(attempt))), snapshot_stored: true, ..Default::default() }
+}
+
+fn build_ok() -> String {
+    format!(r#"{{"digest":"{DIGEST}"}}"#)
+}
+
+fn report(bash: &str, shell_exit: i32) -> String {
+    format!(
+        r#"{{"packageManager":"dpkg","packages":{{"bash":"{bash}"}},"checks":[{{"name":"shell","exit":{shell_exit},"output":"out"}}]}}"#
+    )
+}
+
+/// Applies a decision as the edges would: the status becomes the release's status.
+fn apply(mut r: ImageRelease, d: &Decision) -> ImageRelease {
+    r.status = Some(d.status.clone());
+    r
+}
+
+fn cond<'a>(d: &'a Decision, t: &str) -> (&'a str, &'a str, &'a str) {
+    let c = find_condition(&d.status.conditions, t).unwrap_or_else(|| panic!("no {t} condition"));
+    (c.status.as_str(), c.reason.as_str(), c.message.as_str())
+}
+
+fn phase(d: &Decision) -> Phase {
+    d.status.phase.unwrap()
+}
+
+/// Drives a fresh release to the given point of its first attempt.
+fn building(target: Target) -> ImageRelease {
+    let r = release(target, 1, None);
+    apply(r.clone(), &decide(&r, &stored(1), &at(10)))
+}
+
+fn testing(target: Target) -> ImageRelease {
+    let r = building(target);
+    let mut o = stored(1);
+    o.build_job = Some(job("rel-a1-build", JobState::Succeeded, Some(&build_ok()), None));
+    apply(r.clone(), &decide(&r, &o, &at(20)))
+}
+
+fn failed_build(generation: i64) -> ImageRelease {
+    let r = building(Target::Verified);
+    let mut o = stored(1);
+    o.build_job = Some(job("rel-a1-build", JobState::Failed, Some("boom"), Some("BuildFailed")));
+    let mut r = apply(r.clone(), &decide(&r, &o, &at(20)));
+    r.metadata.generation = Some(generation);
+    r
+}
+
+#[test]
+fn waits_for_a_missing_core_build() {
+    let r = release(Target::Verified, 1, None);
+    let d = decide(&r, &Observed::default(), &at(0));
+    assert_eq!(phase(&d), Phase::Pending);
+    assert_eq!(d.create, None);
+    assert_eq!(cond(&d, READY).0, "False");
+    assert_eq!(cond(&d, READY).1, "CoreBuildNotFound");
+    assert!(cond(&d, READY).2.contains("CoreBuild debian does not exist"));
+    assert_eq!(cond(&d, RECONCILING).0, "True");
+    assert_eq!(cond(&d, STALLED).0, "False");
+}
+
+#[test]
+fn waits_for_a_missing_blueprint() {
+    let r = release(Target::Verified, 1, None);
+    let o = Observed {
+        core_build_exists: true,
+        blueprint: Some(Err("blueprint ConfigMap bp does not exist".into())),
+        ..Default::default()
+    };
+    let d = decide(&r, &o, &at(0));
+    assert_eq!(phase(&d), Phase::Pending);
+    assert_eq!(cond(&d, READY).1, "BlueprintNotFound");
+    assert!(cond(&d, READY).2.contains("ConfigMap bp does not exist"));
+    assert_eq!(d.create, None);
+}
+
+#[test]
+fn snapshots_before_anything_runs() {
+    let r = release(Target::Verified, 1, None);
+    let o = Observed {
+        core_build_exists: true,
+        blueprint: Some(Ok("FROM scratch".into())),
+        snapshot: Some(Ok(snap(1))),
+        snapshot_stored: false,
+        ..Default::default()
+    };
+    let d = decide(&r, &o, &at(0));
+    assert_eq!(d.create, Some(Create::Snapshot(snap(1))));
+    assert_eq!(phase(&d), Phase::Pending);
+    assert_eq!(d.status.attempt, None, "the attempt starts only from a stored snapshot");
+}
+
+#[test]
+fn a_stored_snapshot_starts_the_attempt_and_creates_the_build_job() {
+    let r = release(Target::Verified, 1, None);
+    let d = decide(&r, &stored(1), &at(10));
+    assert_eq!(phase(&d), Phase::Building);
+    assert_eq!(d.status.attempt, Some(1));
+    assert_eq!(d.status.attempt_generation, Some(1));
+    assert_eq!(d.create, Some(Create::BuildJob(snap(1))));
+    let p = d.status.provenance.as_ref().unwrap();
+    assert_eq!(p.core_build_generation, 3);
+    assert_eq!(p.base_digest, DIGEST);
+    assert!(p.blueprint_hash.starts_with("sha256:"));
+    assert_eq!(p.builder_image, crate::jobs::DEFAULT_BUILDER_IMAGE);
+    assert_eq!(d.status.build.as_ref().unwrap().job_name, "rel-a1-build");
+    let reasons: Vec<_> = d.notes.iter().map(|n| n.reason.as_str()).collect();
+    assert_eq!(reasons, ["AttemptStarted", "BuildStarted"]);
+    let phases: Vec<_> = d.status.history.iter().map(|t| t.phase).collect();
+    assert_eq!(phases, [Phase::Pending, Phase::Building]);
+}
+
+#[test]
+fn a_running_build_waits_without_creating() {
+    let r = building(Target::Verified);
+    let mut o = stored(1);
+    o.build_job = Some(job("rel-a1-build", JobState::Running, None, None));
+    let d = decide(&r, &o, &at(15));
+    assert_eq!(phase(&d), Phase::Building);
+    assert_eq!(d.create, None);
+    assert_eq!(cond(&d, BUILT).0, "Unknown");
+    assert!(d.notes.is_empty());
+}
+
+#[test]
+fn a_successful_build_records_the_digest_and_starts_testing() {
+    let r = testing(Target::Verified);
+    let st = r.status.as_ref().unwrap();
+    assert_eq!(st.phase, Some(Phase::Testing));
+    assert_eq!(st.digest.as_deref(), Some(DIGEST));
+    assert_eq!(st.short_digest.as_deref(), Some("111111111111"));
+    assert_eq!(st.staging_image.as_deref(), Some(&*format!("registry.local/staging/debian@{DIGEST}")));
+    assert_eq!(find_condition(&st.conditions, BUILT).unwrap().status, "True");
+    assert_eq!(st.test.as_ref().unwrap().job_name, "rel-a1-test");
+    // The same decision asked for the test Job in one go.
+    let r0 = building(Target::Verified);
+    let mut o = stored(1);
+    o.build_job = Some(job("rel-a1-build", JobState::Succeeded, Some(&build_ok()), None));
+    let d = decide(&r0, &o, &at(20));
+    assert!(matches!(&d.create, Some(Create::TestJob(_, image)) if image.ends_with(DIGEST)));
+}
+
+#[test]
+fn bad_build_results_fail_with_a_reason() {
+    let cases = [
+        (JobState::Succeeded, None, None, "InvalidBuildResult", "no termination message"),
+        (JobState::Succeeded, Some("not json"), None, "InvalidBuildResult", "not valid result JSON"),
+        (JobState::Succeeded, Some(r#"{"digest":"sha256:12"}"#), None, "InvalidBuildResult", "sha256:<64 hex"),
+        (JobState::Failed, Some("buildah: RUN failed"), Some("BuildFailed"), "BuildFailed", "BuildFailed (exit code 3): buildah: RUN failed"),
+        (JobState::Failed, None, Some("DeadlineExceeded"), "BuildFailed", "DeadlineExceeded"),
+    ];
+    for (state, message, reason, want_reason, want_message) in cases {
+        let r = building(Target::Verified);
+        let mut o = stored(1);
+        o.build_job = Some(job("rel-a1-build", state, message, reason));
+        let d = decide(&r, &o, &at(20));
+        assert_eq!(phase(&d), Phase::Failed, "{message:?}");
+        assert_eq!(cond(&d, BUILT).0, "False");
+        assert_eq!(cond(&d, BUILT).1, want_reason);
+        assert!(cond(&d, READY).2.contains(want_message), "{:?} lacks {want_message}", cond(&d, READY).2);
+        assert_eq!(cond(&d, STALLED).0, "True");
+        assert_eq!(cond(&d, RECONCILING).0, "False");
+        assert_eq!(d.create, None);
+        assert!(d.notes.iter().any(|n| n.warning && n.reason == want_reason));
+    }
+}
+
+#[test]
+fn a_lost_snapshot_fails_instead_of_guessing() {
+    let r = building(Target::Verified);
+    let d = decide(&r, &Observed::default(), &at(20));
+    assert_eq!(phase(&d), Phase::Failed);
+    assert_eq!(cond(&d, READY).1, "SnapshotMissing");
+    assert_eq!(d.create, None);
+}
+
+#[test]
+fn a_kept_contract_verifies() {
+    for (target, ready, reason) in [(Target::Verified, "True", "Verified"), (Target::Published, "False", "AwaitingPublication")] {
+        let r = testing(target);
+        let mut o = stored(1);
+        o.test_job = Some(job("rel-a1-test", JobState::Succeeded, Some(&report("5.2.15-2", 0)), None));
+        let d = decide(&r, &o, &at(30));
+        assert_eq!(phase(&d), Phase::Verified);
+        assert_eq!(cond(&d, TESTED).0, "True");
+        assert_eq!(cond(&d, READY), (ready, reason, cond(&d, READY).2));
+        assert_eq!(d.status.checks.len(), 2);
+        assert!(d.status.checks.iter().all(|c| c.passed));
+        assert_eq!(d.status.test.as_ref().unwrap().outcome.as_deref(), Some("Succeeded"));
+    }
+}
+
+#[test]
+fn a_broken_contract_fails_naming_each_check() {
+    let cases = [
+        (JobState::Succeeded, report("4.4-1", 0), "ContractBroken", "package:bash (4.4-1 does not satisfy >= 5)"),
+        (JobState::Succeeded, report("5.2", 1), "ContractBroken", "check:shell (exit 1)"),
+        (JobState::Failed, report("5.2", 2), "ContractBroken", "1 of 2 contract checks failed: check:shell"),
+        (JobState::Failed, "exec /bin/sh: no such file".into(), "TestJobFailed", "no such file"),
+        (JobState::Succeeded, "{".into(), "InvalidTestResult", "not valid result JSON"),
+    ];
+    for (state, message, want_reason, want_message) in cases {
+        let r = testing(Target::Verified);
+        let mut o = stored(1);
+        o.test_job = Some(job("rel-a1-test", state, Some(&message), Some("Error")));
+        let d = decide(&r, &o, &at(30));
+        assert_eq!(phase(&d), Phase::Failed, "{message}");
+        assert_eq!(cond(&d, TESTED).1, want_reason, "{message}");
+        assert!(cond(&d, READY).2.contains(want_message), "{:?} lacks {want_message}", cond(&d, READY).2);
+        assert_eq!(cond(&d, STALLED).0, "True");
+    }
+}
+
+#[test]
+fn failed_stays_failed_until_asked() {
+    let r = failed_build(1);
+    let d = decide(&r, &stored(1), &at(40));
+    assert_eq!(phase(&d), Phase::Failed);
+    assert_eq!(d.create, None);
+    assert!(!status_changed(r.status.as_ref(), &d.status), "an unchanged Failed release must not be rewritten");
+    assert!(cond(&d, READY).2.contains("retry"));
+}
+
+#[test]
+fn a_spec_change_or_the_retry_annotation_starts_a_new_attempt() {
+    // New generation.
+    let r = failed_build(2);
+    assert_eq!(wanted_attempt(&r), (2, true));
+    let d = decide(&r, &stored(2), &at(40));
+    assert_eq!(phase(&d), Phase::Building);
+    assert_eq!(d.status.attempt, Some(2));
+    assert_eq!(d.create, Some(Create::BuildJob(snap(2))));
+    assert_eq!(d.status.build.as_ref().unwrap().job_name, "rel-a2-build");
+    assert!(d.status.digest.is_none());
+
+    // Retry annotation, answered once.
+    let mut r = failed_build(1);
+    r.metadata.annotations = Some([(ANNOTATION_RETRY.to_string(), "1".to_string())].into());
+    assert_eq!(wanted_attempt(&r), (2, true));
+    let d = decide(&r, &stored(2), &at(40));
+    assert_eq!(d.status.retry_token.as_deref(), Some("1"));
+    let mut r2 = apply(r.clone(), &d);
+    r2.status.as_mut().unwrap().phase = Some(Phase::Failed);
+    assert_eq!(wanted_attempt(&r2), (2, false), "the same token does not retry twice");
+}
+
+#[test]
+fn a_retry_waits_for_its_core_build_like_a_first_attempt() {
+    let r = failed_build(2);
+    let d = decide(&r, &Observed::default(), &at(40));
+    assert_eq!(phase(&d), Phase::Failed);
+    assert_eq!(cond(&d, READY).1, "CoreBuildNotFound");
+}
+
+#[test]
+fn support_end_before_creation_is_refused() {
+    let mut r = release(Target::Verified, 1, None);
+    r.spec.support_ends_at = Some(at(-10));
+    let d = decide(&r, &stored(1), &at(10));
+    assert_eq!(d.create, None);
+    assert_eq!(cond(&d, STALLED), ("True", "InvalidSpec", cond(&d, STALLED).2));
+    assert!(cond(&d, STALLED).2.contains("supportEndsAt"));
+}
+
+#[test]
+fn decisions_are_fixed_points_once_applied() {
+    // Whatever state a release is in, deciding again on the same observations changes nothing.
+    let mut o_running = stored(1);
+    o_running.build_job = Some(job("rel-a1-build", JobState::Running, None, None));
+    let mut o_verified = stored(1);
+    o_verified.build_job = Some(job("rel-a1-build", JobState::Succeeded, Some(&build_ok()), None));
+    o_verified.test_job = Some(job("rel-a1-test", JobState::Succeeded, Some(&report("5.2", 0)), None));
+    for (r, o) in [
+        (release(Target::Verified, 1, None), Observed::default()),
+        (building(Target::Verified), o_running),
+        (testing(Target::Verified), o_verified.clone()),
+        (failed_build(1), stored(1)),
+    ] {
+        let first = decide(&r, &o, &at(50));
+        let r2 = apply(r, &first);
+        let second = decide(&r2, &o, &at(60));
+        assert!(!status_changed(r2.status.as_ref(), &second.status), "{:?}", second.status.phase);
+        assert!(second.notes.is_empty());
+    }
+}
+
+#[test]
+fn history_is_bounded() {
+    let mut r = failed_build(1);
+    let st = r.status.as_mut().unwrap();
+    let t = st.history[0].clone();
+    st.history = vec![t; HISTORY_LIMIT];
+    r.metadata.generation = Some(5);
+    let d = decide(&r, &stored(2), &at(70));
+    assert_eq!(d.status.history.len(), HISTORY_LIMIT);
+    assert_eq!(d.status.history.last().unwrap().phase, Phase::Building);
+}
