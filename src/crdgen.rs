@@ -41,3 +41,45 @@ pub fn write_all(dir: &Path) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Files in `dir` that differ from what the types generate (or are missing).
+pub fn drifted(dir: &Path) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for (file, crd) in all() {
+        let want = render(&crd)?;
+        match std::fs::read_to_string(dir.join(file)) {
+            Ok(have) if have == want => {}
+            _ => out.push(file.to_string()),
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The checked-in CRDs are exactly what the Rust types generate.
+    #[test]
+    fn checked_in_crds_match_the_types() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
+        let drift = drifted(&dir).unwrap();
+        assert!(drift.is_empty(), "crds/ is stale ({drift:?}); run `make crds` and commit the result");
+    }
+
+    /// The drift check notices an edited, or a missing, file.
+    #[test]
+    fn drift_check_catches_an_edited_crd() {
+        let dir = std::env::temp_dir().join(format!("coreforge-crds-{}", std::process::id()));
+        write_all(&dir).unwrap();
+        assert!(drifted(&dir).unwrap().is_empty());
+        let file = dir.join("coreforge.dev_imagereleases.yaml");
+        let edited = std::fs::read_to_string(&file).unwrap().replace("maxItems: 100", "maxItems: 101");
+        std::fs::write(&file, edited).unwrap();
+        std::fs::remove_file(dir.join("coreforge.dev_corebuilds.yaml")).unwrap();
+        let mut drift = drifted(&dir).unwrap();
+        drift.sort();
+        assert_eq!(drift, ["coreforge.dev_corebuilds.yaml", "coreforge.dev_imagereleases.yaml"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -27,8 +27,11 @@ enum Command {
     /// Print the CustomResourceDefinitions, or write them into a directory.
     Crd {
         /// Write one file per CRD into this directory instead of printing.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "check")]
         output_dir: Option<PathBuf>,
+        /// Exit non-zero if the CRD files in this directory differ from the types.
+        #[arg(long)]
+        check: Option<PathBuf>,
     },
 }
 
@@ -42,8 +45,13 @@ fn main() -> anyhow::Result<()> {
                 coreforge::controller::run(client, coreforge::controller::Settings { namespace }).await
             })
         }
-        Command::Crd { output_dir: Some(dir) } => coreforge::crdgen::write_all(&dir),
-        Command::Crd { output_dir: None } => {
+        Command::Crd { check: Some(dir), .. } => {
+            let drift = coreforge::crdgen::drifted(&dir)?;
+            anyhow::ensure!(drift.is_empty(), "stale CRDs in {}: {drift:?}; run `make crds`", dir.display());
+            Ok(())
+        }
+        Command::Crd { output_dir: Some(dir), .. } => coreforge::crdgen::write_all(&dir),
+        Command::Crd { output_dir: None, .. } => {
             print!("{}", coreforge::crdgen::render_all()?);
             Ok(())
         }

@@ -300,8 +300,7 @@ pub struct Catalog {
     /// Moving tags: `latest`, a major (`9`) or a major.minor (`9.4`); each points at the
     /// newest supported release it matches.
     #[serde(default)]
-    #[schemars(length(max = 16), inner(pattern(pattern::CHANNEL)))]
-    #[x_kube(validation = Rule::new("self.all(c, self.exists_one(d, d == c))").message("channels must be unique"))]
+    #[schemars(length(max = 16), inner(length(max = 32), pattern(pattern::CHANNEL)), extend("x-kubernetes-list-type" = "set"))]
     pub channels: Vec<String>,
     /// A `kubernetes.io/dockerconfigjson` Secret in the CoreBuild's namespace with
     /// credentials for both repositories.

@@ -93,7 +93,7 @@ pub struct Advisory {
     pub severity: Severity,
     /// CVE ids addressed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64), inner(pattern(pattern::CVE)))]
+    #[schemars(length(max = 64), inner(length(max = 32), pattern(pattern::CVE)))]
     pub cves: Vec<String>,
     /// One-line summary.
     #[schemars(length(min = 1, max = 1024))]
