@@ -130,9 +130,22 @@ our_processes() {
   done
 }
 
-# port_holder PORT: the `ss` description of whatever listens on PORT, if any.
+# port_holder PORT: who listens on TCP PORT (any address), e.g.
+# `python3 (pid 123: python3 -m http.server 16443)`; empty when nobody does.
 port_holder() {
-  ss -ltnpH "( sport = :$1 )" 2>/dev/null | awk '{ $1=$2=$3=""; print }' | sed 's/^ *//' | head -n 3
+  local lines line pid cmd out=()
+  lines=$(ss -ltnpH "( sport = :$1 )" 2>/dev/null) || return 0
+  [[ -n $lines ]] || return 0
+  while read -r line; do
+    pid=$(grep -o 'pid=[0-9]*' <<<"$line" | head -n 1 | cut -d= -f2)
+    if [[ -n $pid ]]; then
+      cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | cut -c1-120)
+      out+=("$(ps -o comm= -p "$pid" 2>/dev/null || echo '?') (pid $pid: ${cmd% })")
+    else
+      out+=("an unknown process (run as root to see which)")
+    fi
+  done <<<"$lines"
+  printf '%s\n' "${out[@]}" | sort -u | paste -sd ';' -
 }
 
 # log_tail NAME [LINES]: the end of a component's log, for error messages.
@@ -210,5 +223,9 @@ with_lock() {
 }
 
 kubectl_bin() { echo "$KUBE_BIN_DIR/kubectl"; }
+# server_version: the apiserver's gitVersion, e.g. v1.33.13.
+server_version() {
+  k get --raw /version 2>/dev/null | sed -n 's/.*"gitVersion": *"\([^"]*\)".*/\1/p'
+}
 # k ARGS...: kubectl against the local control plane, never hanging forever.
 k() { "$(kubectl_bin)" --kubeconfig "$STATE_DIR/kubeconfig" --request-timeout=15s "$@"; }

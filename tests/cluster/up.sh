@@ -26,26 +26,33 @@ started_at=$SECONDS
 # Only call build.sh for components that are not cached: build.sh resolves the
 # kubernetes module before it looks at the cache, which needs Go and the
 # module proxy, and a warm start should need neither.
-ensure_binaries() {
-  local missing=() c stamp
+missing_components() {
+  local c stamp
   for c in etcd kwok kubernetes; do
     case $c in
       etcd) stamp="$CACHE_DIR/etcd-$ETCD_VERSION/.complete" ;;
       kwok) stamp="$CACHE_DIR/kwok-$KWOK_VERSION/.complete" ;;
       kubernetes) stamp="$CACHE_DIR/kubernetes-$KUBERNETES_VERSION/.complete" ;;
     esac
-    [[ -f $stamp ]] || missing+=("$c")
+    [[ -f $stamp ]] || echo "$c"
   done
-  ((${#missing[@]})) || return 0
+}
 
-  # build.sh takes no lock of its own; two concurrent builds of kubernetes
-  # would fight over the same output directory. If one is already running
-  # (another checkout, or a manual run), wait for it instead.
-  local deadline=$((SECONDS + ${COREFORGE_BUILD_WAIT:-3600})) others
-  while others=$(pgrep -f 'tests/cluster/build\.sh' | grep -vx "$$" || true) && [[ -n $others ]]; do
-    ((SECONDS < deadline)) || die "timed out waiting for the running build (pids: $(echo "$others" | xargs))"
-    log "a build is already running (pids: $(echo "$others" | xargs)); waiting for it (first build of kubernetes takes 20-30 min)"
-    sleep 30
+ensure_binaries() {
+  local missing others deadline=$((SECONDS + ${COREFORGE_BUILD_WAIT:-3600}))
+  while true; do
+    mapfile -t missing < <(missing_components)
+    ((${#missing[@]})) || return 0
+    # build.sh takes no lock of its own, and two concurrent builds of the
+    # same component would fight over its output directory. If one is
+    # already running (another checkout, a manual run), wait for it and look
+    # again. The pattern matches `bash .../tests/cluster/build.sh`, not an
+    # editor that has the file open.
+    others=$(pgrep -f '^([^ ]*/)?bash [^ ]*tests/cluster/build\.sh' | xargs || true)
+    [[ -n $others ]] || break
+    ((SECONDS < deadline)) || die "timed out waiting for the running build (pids: $others)"
+    log "a build is already running (pids: $others); waiting for it (the first build of kubernetes takes 20-30 min)"
+    sleep 20
   done
   "$here/build.sh" "${missing[@]}" || die "building the cluster binaries failed (see above)"
 }
@@ -93,6 +100,11 @@ extendedKeyUsage=clientAuth"
   # bootstrap RBAC roles apply to them as on a real cluster.
   issue kube-controller-manager "/CN=system:kube-controller-manager" "$client"
   issue kube-scheduler "/CN=system:kube-scheduler" "$client"
+  # The apiserver's identity towards aggregated API servers. Configuring the
+  # request-header CA also gives the controller manager and scheduler a
+  # complete extension-apiserver-authentication ConfigMap (else they log an
+  # error every few seconds).
+  issue front-proxy-client "/CN=front-proxy-client" "$client"
   # Service account token signing key pair (apiserver signs and verifies,
   # the token controller signs too). RSA: what every consumer supports.
   openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$pki/sa.key" 2>/dev/null
@@ -183,20 +195,50 @@ wait_until() {
   done
 }
 
+# fingerprint: identifies what a cluster was started from (pinned versions,
+# stages, this script). A running cluster with another fingerprint is stale:
+# e.g. kwok only reads the stages at start, and a bumped KUBERNETES_VERSION
+# must not keep serving the old apiserver.
+fingerprint() {
+  cat "$CLUSTER_SCRIPTS/versions.env" "$CLUSTER_SCRIPTS"/stages/*.yaml "$CLUSTER_SCRIPTS/audit-policy.yaml" "$CLUSTER_SCRIPTS/up.sh" | sha256sum | cut -c1-16
+}
+
+# healthy: whether the cluster in $STATE_DIR is complete and working; if not,
+# $unhealthy says why.
+unhealthy=
 healthy() {
-  [[ -f $STATE_DIR/kubeconfig && -f $STATE_DIR/ready ]] || return 1
+  if [[ ! -f $STATE_DIR/ready ]]; then
+    unhealthy="no completely started cluster in $STATE_DIR"
+    return 1
+  fi
+  if [[ $(<"$STATE_DIR/ready") != "$(fingerprint)" ]]; then
+    unhealthy="versions.env, stages/ or up.sh changed since it started"
+    return 1
+  fi
   local c
   for c in "${COMPONENTS[@]}"; do
-    component_pid "$c" >/dev/null || return 1
-    probe "$c" || return 1
+    if ! component_pid "$c" >/dev/null; then
+      unhealthy="$c is not running"
+      return 1
+    fi
+    if ! probe "$c"; then
+      unhealthy="$c is running but not healthy ($(component_health_url "$c"))"
+      return 1
+    fi
   done
-  k wait --for=condition=Ready node --all --timeout=5s >/dev/null 2>&1
+  # Only our simulated nodes: tests may create Node objects of their own.
+  if ! k wait --for=condition=Ready node -l type=kwok --timeout=5s >/dev/null 2>&1; then
+    unhealthy="the simulated nodes are not Ready"
+    return 1
+  fi
 }
 
 check_ports_free() {
-  local c p holder busy=0
+  local c p holder busy=0 seen=" "
   for c in "${COMPONENTS[@]}"; do
     for p in $(component_ports "$c"); do
+      [[ $seen != *" $p "* ]] || die "port $p is configured twice (check the COREFORGE_*_PORT variables)"
+      seen+="$p "
       holder=$(port_holder "$p")
       if [[ -n $holder ]]; then
         log "error: port 127.0.0.1:$p (for $c) is already in use by: $holder"
@@ -259,7 +301,7 @@ main() {
   with_lock
   load_ports
   if healthy; then
-    log "already up and healthy: $(k version -o json 2>/dev/null | jq -r .serverVersion.gitVersion) at https://127.0.0.1:$APISERVER_PORT"
+    log "already up and healthy: $(server_version) at https://127.0.0.1:$APISERVER_PORT"
     log "export KUBECONFIG=$STATE_DIR/kubeconfig"
     exit 0
   fi
@@ -270,15 +312,18 @@ main() {
   # stop our processes, then start from a clean state directory.
   if [[ -d $STATE_DIR ]]; then
     if [[ -f $STATE_DIR/ready ]]; then
-      log "found an unhealthy cluster in $STATE_DIR; replacing it with a fresh one"
+      log "replacing the cluster in $STATE_DIR with a fresh one: $unhealthy"
+    else
+      log "cleaning up after an incomplete start ($STATE_DIR)"
     fi
     stop_cluster
   fi
-  rm -rf "$STATE_DIR"
+  rm -rf "${STATE_DIR:?}"
   default_ports # the new cluster uses the current environment's ports
   check_ports_free
 
-  mkdir -p "$STATE_DIR"/{bin,pids,logs,etcd,kwok-home}
+  mkdir -p "$STATE_DIR"/{bin,pids,logs,kwok-home}
+  mkdir -m 700 "$STATE_DIR/etcd" # etcd warns about anything more open
   cat >"$STATE_DIR/ports.env" <<EOF
 ETCD_PORT=$ETCD_PORT
 ETCD_PEER_PORT=$ETCD_PEER_PORT
@@ -336,7 +381,17 @@ EOF
     --service-account-signing-key-file "$pki/sa.key" \
     --service-cluster-ip-range "$SERVICE_CIDR" \
     --endpoint-reconciler-type none \
+    --requestheader-client-ca-file "$pki/ca.crt" \
+    --requestheader-allowed-names front-proxy-client \
+    --requestheader-username-headers X-Remote-User \
+    --requestheader-group-headers X-Remote-Group \
+    --requestheader-extra-headers-prefix X-Remote-Extra- \
+    --proxy-client-cert-file "$pki/front-proxy-client.crt" \
+    --proxy-client-key-file "$pki/front-proxy-client.key" \
     --allow-privileged=true \
+    --audit-policy-file "$here/audit-policy.yaml" \
+    --audit-log-path "$STATE_DIR/logs/audit.log" \
+    --audit-log-maxsize 200 \
     --profiling=false
   wait_healthy kube-apiserver 90
 
@@ -363,6 +418,7 @@ EOF
     --cluster-signing-cert-file "$pki/ca.crt" \
     --cluster-signing-key-file "$pki/ca.key" \
     --service-cluster-ip-range "$SERVICE_CIDR" \
+    --flex-volume-plugin-dir "$STATE_DIR/flexvolume" \
     --profiling=false
   start kube-scheduler "$bin/kube-scheduler" \
     --kubeconfig "$pki/kube-scheduler.kubeconfig" \
@@ -396,7 +452,7 @@ EOF
   wait_until "the not-ready taints to be lifted" 60 kube-controller-manager nodes_untainted
   wait_until "the default ServiceAccount" 60 kube-controller-manager k -n default get serviceaccount default
 
-  touch "$STATE_DIR/ready"
+  fingerprint >"$STATE_DIR/ready"
   log "up in $((SECONDS - started_at))s: Kubernetes $KUBERNETES_VERSION at https://127.0.0.1:$APISERVER_PORT with $NODE_COUNT simulated nodes"
   log "export KUBECONFIG=$STATE_DIR/kubeconfig   # or: eval \"\$(make -s cluster-env)\""
 }
