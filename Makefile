@@ -2,13 +2,16 @@
 SHELL := /usr/bin/env bash
 CARGO ?= cargo
 
-.PHONY: help demo test build crds fmt lint cluster-up cluster-down cluster-status cluster-env
+.PHONY: help demo demo-stop test build crds fmt lint cluster-up cluster-down cluster-status cluster-env
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 demo: ## Run coreforge end to end on the local environment (starts it if needed)
 	tests/demo.sh
+
+demo-stop: ## Stop the demo's controller and the local environment
+	tests/demo-stop.sh
 
 test: ## Run every test: lint, unit, and integration/e2e on the local environment
 	tests/run.sh

@@ -89,7 +89,8 @@ pub fn satisfies(version: &str, constraint: &str) -> bool {
         let ord = compare_versions(version, wanted);
         // `= 5.2.15` accepts `5.2.15-2`: a clause without a revision ignores the revision.
         let eq = ord == Ordering::Equal
-            || (!wanted.contains('-') && version.rsplit_once('-').is_some_and(|(up, _)| compare_versions(up, wanted) == Ordering::Equal));
+            || (!wanted.contains('-')
+                && version.rsplit_once('-').is_some_and(|(up, _)| compare_versions(up, wanted) == Ordering::Equal));
         match *op {
             "=" | "==" => eq,
             "!=" => !eq,
@@ -168,7 +169,11 @@ pub fn evaluate(contract: &Contract, report: &TestReport, config: Option<&ImageC
         let name = format!("port:{key}");
         out.push(match config {
             None => result(name, false, "the builder did not report the image config".to_string()),
-            Some(c) if c.ports.iter().any(|x| x.eq_ignore_ascii_case(&key) || (proto == "tcp" && x == &p.port.to_string())) => {
+            Some(c)
+                if c.ports
+                    .iter()
+                    .any(|x| x.eq_ignore_ascii_case(&key) || (proto == "tcp" && x == &p.port.to_string())) =>
+            {
                 result(name, true, "exposed".to_string())
             }
             Some(_) => result(name, false, "not exposed".to_string()),
@@ -275,8 +280,13 @@ mod tests {
     fn good_report() -> TestReport {
         TestReport {
             package_manager: Some("dpkg".into()),
-            packages: [("bash".to_string(), Some("5.2.15-2".to_string())), ("curl".into(), Some("7.88.1-10".into()))].into(),
-            files: [("/etc/os-release".to_string(), Some("file".to_string())), ("/bin/sh".into(), Some("executable".into()))].into(),
+            packages: [("bash".to_string(), Some("5.2.15-2".to_string())), ("curl".into(), Some("7.88.1-10".into()))]
+                .into(),
+            files: [
+                ("/etc/os-release".to_string(), Some("file".to_string())),
+                ("/bin/sh".into(), Some("executable".into())),
+            ]
+            .into(),
             user: Some("app".into()),
             uid: Some("1001".into()),
             env: [("LANG".to_string(), Some("C.UTF-8".to_string()))].into(),
@@ -285,7 +295,11 @@ mod tests {
     }
 
     fn config() -> ImageConfig {
-        ImageConfig { entrypoint: Some(vec!["/bin/sh".into()]), ports: vec!["8080/tcp".into()], user: Some("1001".into()) }
+        ImageConfig {
+            entrypoint: Some(vec!["/bin/sh".into()]),
+            ports: vec!["8080/tcp".into()],
+            user: Some("1001".into()),
+        }
     }
 
     #[test]

@@ -96,7 +96,10 @@ pub fn build_env(release: &ImageRelease, snap: &Snapshot) -> Vec<(String, String
         ("COREFORGE_BASE_IMAGE".into(), spec.base.clone()),
         ("COREFORGE_BLUEPRINT".into(), format!("{BLUEPRINT_DIR}/{KEY_CONTAINERFILE}")),
         ("COREFORGE_CONTEXT_DIR".into(), BLUEPRINT_DIR.into()),
-        ("COREFORGE_DESTINATION".into(), format!("{}:{}", spec.catalog.staging_repository, staging_tag(release, snap.attempt))),
+        (
+            "COREFORGE_DESTINATION".into(),
+            format!("{}:{}", spec.catalog.staging_repository, staging_tag(release, snap.attempt)),
+        ),
         ("COREFORGE_TLS_VERIFY".into(), tls_verify(spec).to_string()),
         ("COREFORGE_WORKDIR".into(), WORKDIR.into()),
         ("COREFORGE_RESULT_FILE".into(), "/dev/termination-log".into()),
@@ -197,7 +200,12 @@ fn job(release: &ImageRelease, attempt: i32, p: JobParts) -> Job {
                         args: p.args,
                         env: Some(env(p.env)),
                         resources: p.settings.resources.clone(),
-                        security_context: Some(p.settings.security_context.clone().unwrap_or_else(|| restricted_container(p.run_as_user.is_some()))),
+                        security_context: Some(
+                            p.settings
+                                .security_context
+                                .clone()
+                                .unwrap_or_else(|| restricted_container(p.run_as_user.is_some())),
+                        ),
                         volume_mounts: Some(p.mounts),
                         termination_message_policy: Some("FallbackToLogsOnError".into()),
                         ..Default::default()
@@ -229,7 +237,11 @@ pub fn build_job(release: &ImageRelease, snap: &Snapshot) -> Job {
             name: "blueprint".into(),
             config_map: Some(ConfigMapVolumeSource {
                 name: snap.name.clone(),
-                items: Some(vec![KeyToPath { key: KEY_CONTAINERFILE.into(), path: KEY_CONTAINERFILE.into(), mode: None }]),
+                items: Some(vec![KeyToPath {
+                    key: KEY_CONTAINERFILE.into(),
+                    path: KEY_CONTAINERFILE.into(),
+                    mode: None,
+                }]),
                 ..Default::default()
             }),
             ..Default::default()
@@ -237,19 +249,33 @@ pub fn build_job(release: &ImageRelease, snap: &Snapshot) -> Job {
     ];
     let mut mounts = vec![
         ws_mount,
-        VolumeMount { name: "blueprint".into(), mount_path: BLUEPRINT_DIR.into(), read_only: Some(true), ..Default::default() },
+        VolumeMount {
+            name: "blueprint".into(),
+            mount_path: BLUEPRINT_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        },
     ];
     if let Some(secret) = &spec.catalog.credentials_secret {
         volumes.push(Volume {
             name: "registry-auth".into(),
             secret: Some(SecretVolumeSource {
                 secret_name: Some(secret.name.clone()),
-                items: Some(vec![KeyToPath { key: ".dockerconfigjson".into(), path: "config.json".into(), mode: None }]),
+                items: Some(vec![KeyToPath {
+                    key: ".dockerconfigjson".into(),
+                    path: "config.json".into(),
+                    mode: None,
+                }]),
                 ..Default::default()
             }),
             ..Default::default()
         });
-        mounts.push(VolumeMount { name: "registry-auth".into(), mount_path: AUTH_DIR.into(), read_only: Some(true), ..Default::default() });
+        mounts.push(VolumeMount {
+            name: "registry-auth".into(),
+            mount_path: AUTH_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
     }
     let (command, args) = match &builder.command {
         Some(cmd) => (cmd.clone(), builder.args.clone()),
@@ -281,7 +307,12 @@ pub fn test_job(release: &ImageRelease, snap: &Snapshot, image: &str) -> Job {
     let (ws, ws_mount) = scratch();
     let mut mounts = vec![ws_mount];
     // The test script needs a writable /tmp even on a read-only image.
-    mounts.push(VolumeMount { name: "workspace".into(), mount_path: "/tmp".into(), sub_path: Some("tmp".into()), ..Default::default() });
+    mounts.push(VolumeMount {
+        name: "workspace".into(),
+        mount_path: "/tmp".into(),
+        sub_path: Some("tmp".into()),
+        ..Default::default()
+    });
     job(
         release,
         snap.attempt,

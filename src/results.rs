@@ -25,7 +25,9 @@ pub enum ResultError {
     #[error("the reported digest {0:?} is not of the form sha256:<64 hex characters>")]
     BadDigest(String),
     /// Hit the kubelet's size limit, so it was cut.
-    #[error("the termination message reached the 4 KiB limit and was cut; report less (shorter check output, fewer items)")]
+    #[error(
+        "the termination message reached the 4 KiB limit and was cut; report less (shorter check output, fewer items)"
+    )]
     Truncated,
 }
 

@@ -79,10 +79,11 @@ impl Snapshot {
         let name = cm.name_any();
         let data = cm.data.as_ref().ok_or_else(|| format!("snapshot ConfigMap {name} has no data"))?;
         let spec = data.get(KEY_SPEC).ok_or_else(|| format!("snapshot ConfigMap {name} has no {KEY_SPEC}"))?;
-        let spec: CoreBuildSpec =
-            serde_json::from_str(spec).map_err(|e| format!("snapshot ConfigMap {name}: {KEY_SPEC} is not a CoreBuild spec: {e}"))?;
-        let containerfile =
-            data.get(KEY_CONTAINERFILE).ok_or_else(|| format!("snapshot ConfigMap {name} has no {KEY_CONTAINERFILE}"))?;
+        let spec: CoreBuildSpec = serde_json::from_str(spec)
+            .map_err(|e| format!("snapshot ConfigMap {name}: {KEY_SPEC} is not a CoreBuild spec: {e}"))?;
+        let containerfile = data
+            .get(KEY_CONTAINERFILE)
+            .ok_or_else(|| format!("snapshot ConfigMap {name} has no {KEY_CONTAINERFILE}"))?;
         let number = |key: &str| -> Result<i64, String> {
             cm.annotations()
                 .get(key)

@@ -50,11 +50,24 @@ async fn crds_are_established_and_the_examples_apply() -> anyhow::Result<()> {
     fixtures::install_crds().await?;
     support::with_namespace("examples", |_client, ns| async move {
         let out = support::run(support::kubectl().args(["apply", "-n", &ns, "-f", "deploy/examples/"])).await?;
-        for name in ["corebuild.coreforge.dev/debian-12", "imagerelease.coreforge.dev/debian-12-7-0", "imagerelease.coreforge.dev/debian-12-8-0"] {
+        for name in [
+            "corebuild.coreforge.dev/debian-12",
+            "imagerelease.coreforge.dev/debian-12-7-0",
+            "imagerelease.coreforge.dev/debian-12-8-0",
+        ] {
             ensure!(out.contains(&format!("{name} created")), "kubectl apply did not create {name}:\n{out}");
         }
         // Defaults are applied by the API server.
-        let target = support::run(support::kubectl().args(["get", "-n", &ns, "ir", "debian-12-7-0", "-o", "jsonpath={.spec.target}"])).await?;
+        let target = support::run(support::kubectl().args([
+            "get",
+            "-n",
+            &ns,
+            "ir",
+            "debian-12-7-0",
+            "-o",
+            "jsonpath={.spec.target}",
+        ]))
+        .await?;
         ensure!(target == "Published", "target defaulted to {target:?}");
         Ok(())
     })
@@ -67,37 +80,179 @@ type Mutation = fn(&mut Value);
 
 fn create_cases() -> Vec<(&'static str, &'static str, Mutation, &'static [&'static str])> {
     vec![
-        ("unpinned base image", "CoreBuild", |d| set(d, "/spec/base", Some(json!("docker.io/library/debian:12"))), &["spec.base", "pinned by digest"]),
-        ("base with a short digest", "CoreBuild", |d| set(d, "/spec/base", Some(json!("debian@sha256:abc"))), &["spec.base", "pinned by digest"]),
+        (
+            "unpinned base image",
+            "CoreBuild",
+            |d| set(d, "/spec/base", Some(json!("docker.io/library/debian:12"))),
+            &["spec.base", "pinned by digest"],
+        ),
+        (
+            "base with a short digest",
+            "CoreBuild",
+            |d| set(d, "/spec/base", Some(json!("debian@sha256:abc"))),
+            &["spec.base", "pinned by digest"],
+        ),
         ("missing contract", "CoreBuild", |d| set(d, "/spec/contract", None), &["spec.contract", "Required value"]),
-        ("empty contract", "CoreBuild", |d| set(d, "/spec/contract", Some(json!({}))), &["contract must guarantee something"]),
+        (
+            "empty contract",
+            "CoreBuild",
+            |d| set(d, "/spec/contract", Some(json!({}))),
+            &["contract must guarantee something"],
+        ),
         ("missing catalog", "CoreBuild", |d| set(d, "/spec/catalog", None), &["spec.catalog", "Required value"]),
-        ("blueprint with both sources", "CoreBuild", |d| set(d, "/spec/blueprint/configMapRef", Some(json!({"name": "bp"}))), &["exactly one of containerfile or configMapRef"]),
-        ("blueprint with no source", "CoreBuild", |d| set(d, "/spec/blueprint", Some(json!({}))), &["exactly one of containerfile or configMapRef"]),
-        ("duplicate check names", "CoreBuild", |d| set(d, "/spec/contract/checks", Some(json!([{"name": "a", "run": "true"}, {"name": "a", "run": "false"}]))), &["check names must be unique"]),
-        ("check name not a DNS label", "CoreBuild", |d| set(d, "/spec/contract/checks", Some(json!([{"name": "Bad_Name", "run": "true"}]))), &["spec.contract.checks[0].name"]),
-        ("duplicate package names", "CoreBuild", |d| set(d, "/spec/contract/packages", Some(json!([{"name": "bash"}, {"name": "bash"}]))), &["package names must be unique"]),
-        ("package version constraint without operator", "CoreBuild", |d| set(d, "/spec/contract/packages", Some(json!([{"name": "bash", "version": "about 5"}]))), &["spec.contract.packages[0].version"]),
-        ("relative file path", "CoreBuild", |d| set(d, "/spec/contract/files", Some(json!([{"path": "etc/os-release"}]))), &["spec.contract.files[0].path"]),
-        ("port out of range", "CoreBuild", |d| set(d, "/spec/contract/ports", Some(json!([{"port": 70000}]))), &["spec.contract.ports[0].port", "65535"]),
-        ("bad duration", "CoreBuild", |d| set(d, "/spec/lifecycle/deprecateAfter", Some(json!("10 days"))), &["spec.lifecycle.deprecateAfter"]),
-        ("deprecate after retire", "CoreBuild", |d| set(d, "/spec/lifecycle/deprecateAfter", Some(json!("2000h"))), &["deprecateAfter must be shorter than retireAfter"]),
-        ("maxSupported zero", "CoreBuild", |d| set(d, "/spec/lifecycle/maxSupported", Some(json!(0))), &["spec.lifecycle.maxSupported", "greater than or equal to 1"]),
-        ("channel that is no version prefix", "CoreBuild", |d| set(d, "/spec/catalog/channels", Some(json!(["v12"]))), &["spec.catalog.channels[0]"]),
-        ("duplicate channels", "CoreBuild", |d| set(d, "/spec/catalog/channels", Some(json!(["12", "12"]))), &["spec.catalog.channels[1]", "Duplicate value"]),
-        ("staging is the catalog", "CoreBuild", |d| set(d, "/spec/catalog/stagingRepository", Some(json!("registry.local/core/debian"))), &["stagingRepository must differ from repository"]),
-        ("repository with a tag", "CoreBuild", |d| set(d, "/spec/catalog/repository", Some(json!("registry.local/core/debian:12"))), &["spec.catalog.repository"]),
+        (
+            "blueprint with both sources",
+            "CoreBuild",
+            |d| set(d, "/spec/blueprint/configMapRef", Some(json!({"name": "bp"}))),
+            &["exactly one of containerfile or configMapRef"],
+        ),
+        (
+            "blueprint with no source",
+            "CoreBuild",
+            |d| set(d, "/spec/blueprint", Some(json!({}))),
+            &["exactly one of containerfile or configMapRef"],
+        ),
+        (
+            "duplicate check names",
+            "CoreBuild",
+            |d| {
+                set(
+                    d,
+                    "/spec/contract/checks",
+                    Some(json!([{"name": "a", "run": "true"}, {"name": "a", "run": "false"}])),
+                )
+            },
+            &["check names must be unique"],
+        ),
+        (
+            "check name not a DNS label",
+            "CoreBuild",
+            |d| set(d, "/spec/contract/checks", Some(json!([{"name": "Bad_Name", "run": "true"}]))),
+            &["spec.contract.checks[0].name"],
+        ),
+        (
+            "duplicate package names",
+            "CoreBuild",
+            |d| set(d, "/spec/contract/packages", Some(json!([{"name": "bash"}, {"name": "bash"}]))),
+            &["package names must be unique"],
+        ),
+        (
+            "package version constraint without operator",
+            "CoreBuild",
+            |d| set(d, "/spec/contract/packages", Some(json!([{"name": "bash", "version": "about 5"}]))),
+            &["spec.contract.packages[0].version"],
+        ),
+        (
+            "relative file path",
+            "CoreBuild",
+            |d| set(d, "/spec/contract/files", Some(json!([{"path": "etc/os-release"}]))),
+            &["spec.contract.files[0].path"],
+        ),
+        (
+            "port out of range",
+            "CoreBuild",
+            |d| set(d, "/spec/contract/ports", Some(json!([{"port": 70000}]))),
+            &["spec.contract.ports[0].port", "65535"],
+        ),
+        (
+            "bad duration",
+            "CoreBuild",
+            |d| set(d, "/spec/lifecycle/deprecateAfter", Some(json!("10 days"))),
+            &["spec.lifecycle.deprecateAfter"],
+        ),
+        (
+            "deprecate after retire",
+            "CoreBuild",
+            |d| set(d, "/spec/lifecycle/deprecateAfter", Some(json!("2000h"))),
+            &["deprecateAfter must be shorter than retireAfter"],
+        ),
+        (
+            "maxSupported zero",
+            "CoreBuild",
+            |d| set(d, "/spec/lifecycle/maxSupported", Some(json!(0))),
+            &["spec.lifecycle.maxSupported", "greater than or equal to 1"],
+        ),
+        (
+            "channel that is no version prefix",
+            "CoreBuild",
+            |d| set(d, "/spec/catalog/channels", Some(json!(["v12"]))),
+            &["spec.catalog.channels[0]"],
+        ),
+        (
+            "duplicate channels",
+            "CoreBuild",
+            |d| set(d, "/spec/catalog/channels", Some(json!(["12", "12"]))),
+            &["spec.catalog.channels[1]", "Duplicate value"],
+        ),
+        (
+            "staging is the catalog",
+            "CoreBuild",
+            |d| set(d, "/spec/catalog/stagingRepository", Some(json!("registry.local/core/debian"))),
+            &["stagingRepository must differ from repository"],
+        ),
+        (
+            "repository with a tag",
+            "CoreBuild",
+            |d| set(d, "/spec/catalog/repository", Some(json!("registry.local/core/debian:12"))),
+            &["spec.catalog.repository"],
+        ),
         ("version not semver", "ImageRelease", |d| set(d, "/spec/version", Some(json!("12.7"))), &["spec.version"]),
-        ("version with a v prefix", "ImageRelease", |d| set(d, "/spec/version", Some(json!("v12.7.0"))), &["spec.version"]),
-        ("missing coreBuild", "ImageRelease", |d| set(d, "/spec/coreBuild", None), &["spec.coreBuild", "Required value"]),
-        ("coreBuild not a DNS name", "ImageRelease", |d| set(d, "/spec/coreBuild", Some(json!("Debian_12"))), &["spec.coreBuild"]),
-        ("unknown advisory type", "ImageRelease", |d| set(d, "/spec/advisories/0/type", Some(json!("Feature"))), &["spec.advisories[0].type", "Unsupported value"]),
-        ("malformed CVE id", "ImageRelease", |d| set(d, "/spec/advisories/0/cves", Some(json!(["CVE-24-1"]))), &["spec.advisories[0].cves[0]"]),
-        ("duplicate advisory ids", "ImageRelease", |d| {
-            set(d, "/spec/advisories", Some(json!([{"id": "A-1", "type": "Bugfix", "summary": "x"}, {"id": "A-1", "type": "Security", "summary": "y"}])))
-        }, &["advisory ids must be unique"]),
-        ("unknown target", "ImageRelease", |d| set(d, "/spec/target", Some(json!("Shipped"))), &["spec.target", "Unsupported value"]),
-        ("support end is no date", "ImageRelease", |d| set(d, "/spec/supportEndsAt", Some(json!("next week"))), &["spec.supportEndsAt"]),
+        (
+            "version with a v prefix",
+            "ImageRelease",
+            |d| set(d, "/spec/version", Some(json!("v12.7.0"))),
+            &["spec.version"],
+        ),
+        (
+            "missing coreBuild",
+            "ImageRelease",
+            |d| set(d, "/spec/coreBuild", None),
+            &["spec.coreBuild", "Required value"],
+        ),
+        (
+            "coreBuild not a DNS name",
+            "ImageRelease",
+            |d| set(d, "/spec/coreBuild", Some(json!("Debian_12"))),
+            &["spec.coreBuild"],
+        ),
+        (
+            "unknown advisory type",
+            "ImageRelease",
+            |d| set(d, "/spec/advisories/0/type", Some(json!("Feature"))),
+            &["spec.advisories[0].type", "Unsupported value"],
+        ),
+        (
+            "malformed CVE id",
+            "ImageRelease",
+            |d| set(d, "/spec/advisories/0/cves", Some(json!(["CVE-24-1"]))),
+            &["spec.advisories[0].cves[0]"],
+        ),
+        (
+            "duplicate advisory ids",
+            "ImageRelease",
+            |d| {
+                set(
+                    d,
+                    "/spec/advisories",
+                    Some(
+                        json!([{"id": "A-1", "type": "Bugfix", "summary": "x"}, {"id": "A-1", "type": "Security", "summary": "y"}]),
+                    ),
+                )
+            },
+            &["advisory ids must be unique"],
+        ),
+        (
+            "unknown target",
+            "ImageRelease",
+            |d| set(d, "/spec/target", Some(json!("Shipped"))),
+            &["spec.target", "Unsupported value"],
+        ),
+        (
+            "support end is no date",
+            "ImageRelease",
+            |d| set(d, "/spec/supportEndsAt", Some(json!("next week"))),
+            &["spec.supportEndsAt"],
+        ),
     ]
 }
 
@@ -109,7 +264,8 @@ async fn invalid_manifests_are_refused_with_a_message_naming_the_problem() -> an
         ensure!(cases.len() >= 20, "at least 20 invalid manifests");
         let mut failures = Vec::new();
         for (what, kind, mutate, words) in cases {
-            let base = if kind == "CoreBuild" { fixtures::core_build("cb") } else { fixtures::release("r", "cb", "12.7.0") };
+            let base =
+                if kind == "CoreBuild" { fixtures::core_build("cb") } else { fixtures::release("r", "cb", "12.7.0") };
             // The untouched manifest is accepted: the refusal is about the mutation.
             let api = dynamic(&client, &ns, kind);
             if let Some(msg) = refusal(&api, &base).await? {

@@ -14,9 +14,7 @@ use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, ContainerStateTerminated, Node, Pod, ServiceAccount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{
-    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, PostParams,
-};
+use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
 use support::{has_condition, secs, wait_deleted, wait_for, with_namespace};
@@ -45,14 +43,8 @@ fn job(name: &str, annotations: serde_json::Value) -> Job {
 /// The single pod of Job `job_name`.
 async fn job_pod(client: &Client, ns: &str, job_name: &str) -> anyhow::Result<Pod> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let list = pods
-        .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job_name}")))
-        .await?;
-    ensure!(
-        list.items.len() == 1,
-        "expected 1 pod of job {job_name}, found {}",
-        list.items.len()
-    );
+    let list = pods.list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job_name}"))).await?;
+    ensure!(list.items.len() == 1, "expected 1 pod of job {job_name}, found {}", list.items.len());
     Ok(list.items.into_iter().next().unwrap())
 }
 
@@ -63,44 +55,28 @@ fn terminated(pod: &Pod, index: usize) -> anyhow::Result<ContainerStateTerminate
         .and_then(|cs| cs.get(index))
         .and_then(|c| c.state.as_ref())
         .and_then(|s| s.terminated.clone())
-        .with_context(|| {
-            format!(
-                "container {index} of pod is not terminated: {:?}",
-                pod.status
-            )
-        })
+        .with_context(|| format!("container {index} of pod is not terminated: {:?}", pod.status))
 }
 
 fn phase(pod: &Pod) -> &str {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.phase.as_deref())
-        .unwrap_or("")
+    pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("")
 }
 
 #[tokio::test]
 async fn job_completes() -> anyhow::Result<()> {
     with_namespace("job_completes", |client, ns| async move {
         let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
-        jobs.create(&PostParams::default(), &job("ok", json!({})))
-            .await?;
+        jobs.create(&PostParams::default(), &job("ok", json!({}))).await?;
         let done = wait_for(&jobs, "ok", "job ok to complete", secs(60), |j| {
             has_condition(j, "Complete") || has_condition(j, "Failed")
         })
         .await?;
-        ensure!(
-            has_condition(&done, "Complete"),
-            "job failed: {:?}",
-            done.status
-        );
+        ensure!(has_condition(&done, "Complete"), "job failed: {:?}", done.status);
 
         let pod = job_pod(&client, &ns, "ok").await?;
         ensure!(phase(&pod) == "Succeeded", "pod phase {}", phase(&pod));
         let t = terminated(&pod, 0)?;
-        ensure!(
-            t.exit_code == 0 && t.reason.as_deref() == Some("Completed"),
-            "{t:?}"
-        );
+        ensure!(t.exit_code == 0 && t.reason.as_deref() == Some("Completed"), "{t:?}");
         Ok(())
     })
     .await
@@ -116,32 +92,19 @@ async fn failing_job_reports_exit_code_reason_and_message() -> anyhow::Result<()
             "sim.coreforge.dev/reason": "BuildFailed",
             "sim.coreforge.dev/message": message,
         });
-        jobs.create(&PostParams::default(), &job("broken", annotations))
-            .await?;
+        jobs.create(&PostParams::default(), &job("broken", annotations)).await?;
         let done = wait_for(&jobs, "broken", "job broken to fail", secs(60), |j| {
             has_condition(j, "Failed") || has_condition(j, "Complete")
         })
         .await?;
-        ensure!(
-            has_condition(&done, "Failed"),
-            "job did not fail: {:?}",
-            done.status
-        );
+        ensure!(has_condition(&done, "Failed"), "job did not fail: {:?}", done.status);
 
         let pod = job_pod(&client, &ns, "broken").await?;
         ensure!(phase(&pod) == "Failed", "pod phase {}", phase(&pod));
         let t = terminated(&pod, 0)?;
         ensure!(t.exit_code == 3, "exit code {}", t.exit_code);
-        ensure!(
-            t.reason.as_deref() == Some("BuildFailed"),
-            "reason {:?}",
-            t.reason
-        );
-        ensure!(
-            t.message.as_deref() == Some(message),
-            "message {:?}",
-            t.message
-        );
+        ensure!(t.reason.as_deref() == Some("BuildFailed"), "reason {:?}", t.reason);
+        ensure!(t.message.as_deref() == Some(message), "message {:?}", t.message);
         Ok(())
     })
     .await
@@ -198,24 +161,12 @@ async fn run_seconds_keeps_the_pod_running() -> anyhow::Result<()> {
             matches!(phase(p), "Running" | "Succeeded" | "Failed")
         })
         .await?;
-        ensure!(
-            phase(&running) == "Running",
-            "pod was never seen Running, phase {}",
-            phase(&running)
-        );
-        ensure!(
-            has_condition(&running, "Ready"),
-            "running pod is not Ready: {:?}",
-            running.status
-        );
+        ensure!(phase(&running) == "Running", "pod was never seen Running, phase {}", phase(&running));
+        ensure!(has_condition(&running, "Ready"), "running pod is not Ready: {:?}", running.status);
 
-        let done = wait_for(
-            &pods,
-            "sleeper",
-            "pod sleeper to finish",
-            secs(30 + RUN_SECONDS as u64),
-            |p| matches!(phase(p), "Succeeded" | "Failed"),
-        )
+        let done = wait_for(&pods, "sleeper", "pod sleeper to finish", secs(30 + RUN_SECONDS as u64), |p| {
+            matches!(phase(p), "Succeeded" | "Failed")
+        })
         .await?;
         ensure!(phase(&done) == "Succeeded", "phase {}", phase(&done));
         let t = terminated(&done, 0)?;
@@ -266,30 +217,18 @@ async fn custom_resource_definition_becomes_established() -> anyhow::Result<()> 
 
         // The CRD is cluster-scoped: the namespace deletion would not remove it.
         let checks = async {
-            wait_for(
-                &crds,
-                &crd_name,
-                "the CRD to be Established",
-                secs(60),
-                |c| has_condition(c, "Established"),
-            )
-            .await?;
+            wait_for(&crds, &crd_name, "the CRD to be Established", secs(60), |c| has_condition(c, "Established"))
+                .await?;
             let gvk = GroupVersionKind::gvk(&group, "v1", "Widget");
-            let widgets: Api<DynamicObject> = Api::namespaced_with(
-                client.clone(),
-                &ns,
-                &ApiResource::from_gvk_with_plural(&gvk, "widgets"),
-            );
+            let widgets: Api<DynamicObject> =
+                Api::namespaced_with(client.clone(), &ns, &ApiResource::from_gvk_with_plural(&gvk, "widgets"));
             let widget: DynamicObject = serde_json::from_value(json!({
                 "apiVersion": format!("{group}/v1"),
                 "kind": "Widget",
                 "metadata": { "name": "w" },
                 "spec": { "size": 2 },
             }))?;
-            widgets
-                .create(&PostParams::default(), &widget)
-                .await
-                .context("creating a Widget")?;
+            widgets.create(&PostParams::default(), &widget).await.context("creating a Widget")?;
             anyhow::Ok(())
         }
         .await;
@@ -306,23 +245,10 @@ async fn service_account_tokens_work_and_rbac_is_enforced() -> anyhow::Result<()
     with_namespace("sa_token_rbac", |client, ns| async move {
         // The controller manager publishes the cluster CA into every namespace.
         let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
-        let root_ca = wait_for(
-            &config_maps,
-            "kube-root-ca.crt",
-            "the kube-root-ca.crt ConfigMap",
-            secs(30),
-            |_| true,
-        )
-        .await?;
-        let ca = root_ca
-            .data
-            .unwrap_or_default()
-            .remove("ca.crt")
-            .unwrap_or_default();
-        ensure!(
-            ca.contains("BEGIN CERTIFICATE"),
-            "kube-root-ca.crt has no certificate: {ca:?}"
-        );
+        let root_ca =
+            wait_for(&config_maps, "kube-root-ca.crt", "the kube-root-ca.crt ConfigMap", secs(30), |_| true).await?;
+        let ca = root_ca.data.unwrap_or_default().remove("ca.crt").unwrap_or_default();
+        ensure!(ca.contains("BEGIN CERTIFICATE"), "kube-root-ca.crt has no certificate: {ca:?}");
 
         let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
         let request: TokenRequest = serde_json::from_value(json!({
@@ -330,9 +256,7 @@ async fn service_account_tokens_work_and_rbac_is_enforced() -> anyhow::Result<()
             "kind": "TokenRequest",
             "spec": { "expirationSeconds": 600 },
         }))?;
-        let issued = accounts
-            .create_token_request("default", &PostParams::default(), &request)
-            .await?;
+        let issued = accounts.create_token_request("default", &PostParams::default(), &request).await?;
         let token = issued.status.context("TokenRequest without status")?.token;
 
         let as_default = support::client_with_token(&token).await?;
@@ -340,9 +264,7 @@ async fn service_account_tokens_work_and_rbac_is_enforced() -> anyhow::Result<()
         match pods.list(&ListParams::default()).await {
             Err(kube::Error::Api(status)) if status.code == 403 => {
                 ensure!(
-                    status
-                        .message
-                        .contains(&format!("system:serviceaccount:{ns}:default")),
+                    status.message.contains(&format!("system:serviceaccount:{ns}:default")),
                     "unexpected identity in {status:?}"
                 );
                 Ok(())
@@ -361,11 +283,7 @@ async fn server_is_the_pinned_version_with_ready_nodes() -> anyhow::Result<()> {
     with_namespace("server_version", |client, _ns| async move {
         let want = support::pinned_version("KUBERNETES_VERSION")?;
         let info = client.apiserver_version().await?;
-        ensure!(
-            info.git_version == want,
-            "server is {}, versions.env pins {want}",
-            info.git_version
-        );
+        ensure!(info.git_version == want, "server is {}, versions.env pins {want}", info.git_version);
 
         let nodes: Api<Node> = Api::all(client.clone());
         let ready: Vec<String> = nodes

@@ -48,7 +48,8 @@ async fn event_reasons(client: &Client, ns: &str, name: &str) -> anyhow::Result<
 
 async fn jobs(client: &Client, ns: &str) -> anyhow::Result<Vec<String>> {
     let api: Api<Job> = Api::namespaced(client.clone(), ns);
-    let mut names: Vec<String> = api.list(&ListParams::default()).await?.items.into_iter().filter_map(|j| j.metadata.name).collect();
+    let mut names: Vec<String> =
+        api.list(&ListParams::default()).await?.items.into_iter().filter_map(|j| j.metadata.name).collect();
     names.sort();
     Ok(names)
 }
@@ -58,14 +59,16 @@ async fn a_release_builds_tests_and_becomes_verified() -> anyhow::Result<()> {
     fixtures::install_crds().await?;
     support::with_namespace("verified", |client, ns| async move {
         let controller = ControllerProcess::start(&ns).await?;
-        apply(&client, &ns, fixtures::core_build("debian"), fixtures::release("debian-12-7-0", "debian", "12.7.0")).await?;
+        apply(&client, &ns, fixtures::core_build("debian"), fixtures::release("debian-12-7-0", "debian", "12.7.0"))
+            .await?;
         let r = wait_phase(&client, &ns, "debian-12-7-0", Phase::Verified).await?;
         let st = r.status.clone().unwrap();
         ensure!(st.digest.as_deref() == Some(fixtures::DIGEST2), "digest {:?}", st.digest);
         ensure!(st.staging_image.as_deref() == Some(&*format!("registry.local/staging/debian@{}", fixtures::DIGEST2)));
         let names: Vec<_> = st.checks.iter().map(|c| (c.name.as_str(), c.passed)).collect();
         ensure!(
-            names == [("package:bash", true), ("file:/etc/os-release", true), ("check:shell", true), ("check:tls", true)],
+            names
+                == [("package:bash", true), ("file:/etc/os-release", true), ("check:shell", true), ("check:tls", true)],
             "checks: {names:?}"
         );
         ensure!(condition(&r, "Ready").status == "True" && condition(&r, "Ready").reason == "Verified");
@@ -73,7 +76,11 @@ async fn a_release_builds_tests_and_becomes_verified() -> anyhow::Result<()> {
         ensure!(condition(&r, "Stalled").status == "False" && condition(&r, "Reconciling").status == "False");
         ensure!(condition(&r, "Ready").observed_generation == r.metadata.generation);
         let p = st.provenance.as_ref().unwrap();
-        ensure!(p.base_digest == fixtures::DIGEST && p.core_build_generation == 1 && p.blueprint_hash.starts_with("sha256:"));
+        ensure!(
+            p.base_digest == fixtures::DIGEST
+                && p.core_build_generation == 1
+                && p.blueprint_hash.starts_with("sha256:")
+        );
         let phases: Vec<_> = st.history.iter().map(|t| t.phase).collect();
         ensure!(phases == [Phase::Pending, Phase::Building, Phase::Testing, Phase::Verified], "history {phases:?}");
         ensure!(jobs(&client, &ns).await? == ["debian-12-7-0-a1-build", "debian-12-7-0-a1-test"]);
@@ -147,13 +154,15 @@ async fn a_failing_contract_check_fails_the_release_naming_the_check() -> anyhow
     support::with_namespace("check-fails", |client, ns| async move {
         let _controller = ControllerProcess::start(&ns).await?;
         let mut cb = fixtures::core_build("debian");
-        cb["spec"]["tester"]["podAnnotations"]["sim.coreforge.dev/termination-message"] = json!(fixtures::test_report(false));
+        cb["spec"]["tester"]["podAnnotations"]["sim.coreforge.dev/termination-message"] =
+            json!(fixtures::test_report(false));
         apply(&client, &ns, cb, fixtures::release("r", "debian", "12.7.0")).await?;
         let r = wait_phase(&client, &ns, "r", Phase::Failed).await?;
         let tested = condition(&r, "Tested");
         ensure!(tested.status == "False" && tested.reason == "ContractBroken", "{tested:?}");
         ensure!(tested.message.contains("1 of 4 contract checks failed: check:tls (exit 1)"), "{tested:?}");
-        let failed: Vec<_> = r.status.as_ref().unwrap().checks.iter().filter(|c| !c.passed).map(|c| c.name.clone()).collect();
+        let failed: Vec<_> =
+            r.status.as_ref().unwrap().checks.iter().filter(|c| !c.passed).map(|c| c.name.clone()).collect();
         ensure!(failed == ["check:tls"]);
         let tls = r.status.as_ref().unwrap().checks.iter().find(|c| c.name == "check:tls").unwrap();
         ensure!(tls.output.as_deref() == Some("no trust store"));
@@ -168,9 +177,12 @@ async fn a_missing_core_build_waits_and_resumes_when_it_appears() -> anyhow::Res
     support::with_namespace("waits", |client, ns| async move {
         let _controller = ControllerProcess::start(&ns).await?;
         let irs: Api<ImageRelease> = Api::namespaced(client.clone(), &ns);
-        irs.create(&PostParams::default(), &serde_json::from_value(fixtures::release("r", "debian", "12.7.0"))?).await?;
+        irs.create(&PostParams::default(), &serde_json::from_value(fixtures::release("r", "debian", "12.7.0"))?)
+            .await?;
         let r = support::wait_for(&irs, "r", "a waiting condition", SETTLE, |r| {
-            r.status.as_ref().is_some_and(|s| coreforge::api::find_condition(&s.conditions, "Ready").is_some_and(|c| c.reason == "CoreBuildNotFound"))
+            r.status.as_ref().is_some_and(|s| {
+                coreforge::api::find_condition(&s.conditions, "Ready").is_some_and(|c| c.reason == "CoreBuildNotFound")
+            })
         })
         .await?;
         ensure!(condition(&r, "Reconciling").status == "True" && condition(&r, "Stalled").status == "False");
@@ -181,13 +193,17 @@ async fn a_missing_core_build_waits_and_resumes_when_it_appears() -> anyhow::Res
         cbs.create(&PostParams::default(), &serde_json::from_value(cb)?).await?;
         support::wait_for(&irs, "r", "BlueprintNotFound", SETTLE, |r| {
             r.status.as_ref().is_some_and(|s| {
-                coreforge::api::find_condition(&s.conditions, "Ready")
-                    .is_some_and(|c| c.reason == "BlueprintNotFound" && c.message.contains("blueprint ConfigMap blueprint does not exist"))
+                coreforge::api::find_condition(&s.conditions, "Ready").is_some_and(|c| {
+                    c.reason == "BlueprintNotFound"
+                        && c.message.contains("blueprint ConfigMap blueprint does not exist")
+                })
             })
         })
         .await?;
         let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
-        let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "blueprint"}, "data": {"Containerfile": "FROM scratch\n"}}))?;
+        let cm: ConfigMap = serde_json::from_value(
+            json!({"metadata": {"name": "blueprint"}, "data": {"Containerfile": "FROM scratch\n"}}),
+        )?;
         cms.create(&PostParams::default(), &cm).await?;
         let r = wait_phase(&client, &ns, "r", Phase::Verified).await?;
         ensure!(r.status.unwrap().provenance.unwrap().blueprint_hash == coreforge::names::sha256(b"FROM scratch\n"));
@@ -250,13 +266,18 @@ async fn a_settled_release_gets_no_writes_for_60_seconds() -> anyhow::Result<()>
         apply(&client, &ns, fixtures::core_build("debian"), fixtures::release("r", "debian", "12.7.0")).await?;
         wait_phase(&client, &ns, "r", Phase::Verified).await?;
         // Wait until the writes that settle the release are in the audit log…
-        let settled = support::eventually("the controller's writes to show in the audit log", secs(30), Duration::from_millis(500), || {
-            let ns = ns.clone();
-            async move {
-                let writes = fixtures::controller_writes(&ns)?;
-                Ok(writes.iter().any(|w| w.contains("imagereleases/r/status")).then_some(writes.len()))
-            }
-        })
+        let settled = support::eventually(
+            "the controller's writes to show in the audit log",
+            secs(30),
+            Duration::from_millis(500),
+            || {
+                let ns = ns.clone();
+                async move {
+                    let writes = fixtures::controller_writes(&ns)?;
+                    Ok(writes.iter().any(|w| w.contains("imagereleases/r/status")).then_some(writes.len()))
+                }
+            },
+        )
         .await?;
         ensure!(settled > 0);
         let before = fixtures::controller_writes(&ns)?;

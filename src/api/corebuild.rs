@@ -1,6 +1,10 @@
 //! `CoreBuild`: a product — a baseline image built from a pinned base and a blueprint,
 //! held to a service contract, published into a catalog, supported by a policy.
 
+// The printcolumn(...) lists repeat `type_ = "string"`, which clippy mistakes for
+// duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{ResourceRequirements, SecurityContext, Toleration};
@@ -24,10 +28,31 @@ use super::pattern;
     status = "CoreBuildStatus",
     derive = "PartialEq",
     doc = "A core build: the baseline image product that ImageReleases are versions of.",
-    printcolumn(name = "Base", type_ = "string", json_path = ".spec.base", description = "Upstream base image, pinned by digest", priority = "1"),
-    printcolumn(name = "Repository", type_ = "string", json_path = ".spec.catalog.repository", description = "Catalog repository releases are published to"),
-    printcolumn(name = "Published", type_ = "integer", json_path = ".status.releases.published", description = "Releases currently published"),
-    printcolumn(name = "Latest", type_ = "string", json_path = ".status.latestVersion", description = "Newest published version"),
+    printcolumn(
+        name = "Base",
+        type_ = "string",
+        json_path = ".spec.base",
+        description = "Upstream base image, pinned by digest",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Repository",
+        type_ = "string",
+        json_path = ".spec.catalog.repository",
+        description = "Catalog repository releases are published to"
+    ),
+    printcolumn(
+        name = "Published",
+        type_ = "integer",
+        json_path = ".status.releases.published",
+        description = "Releases currently published"
+    ),
+    printcolumn(
+        name = "Latest",
+        type_ = "string",
+        json_path = ".status.latestVersion",
+        description = "Newest published version"
+    ),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
@@ -203,7 +228,10 @@ pub struct PackageGuarantee {
     /// Version constraint: an operator (`=`, `!=`, `>=`, `>`, `<=`, `<`) and a version,
     /// e.g. `>= 3.0`. Comma-separate several (`>= 3.0, < 4`). Empty: any version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 128), pattern(r"^\s*(=|==|!=|>=|>|<=|<)\s*[A-Za-z0-9.+~:_-]+\s*(,\s*(=|==|!=|>=|>|<=|<)\s*[A-Za-z0-9.+~:_-]+\s*)*$"))]
+    #[schemars(
+        length(min = 1, max = 128),
+        pattern(r"^\s*(=|==|!=|>=|>|<=|<)\s*[A-Za-z0-9.+~:_-]+\s*(,\s*(=|==|!=|>=|>|<=|<)\s*[A-Za-z0-9.+~:_-]+\s*)*$")
+    )]
     pub version: Option<String>,
 }
 

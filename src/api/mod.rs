@@ -38,11 +38,9 @@ pub(crate) mod pattern {
     /// An image reference pinned by digest.
     pub const PINNED_IMAGE: &str = r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*(:[\w][\w.-]{0,127})?@sha256:[a-f0-9]{64}$";
     /// An image repository without tag or digest (`registry[:port]/path`).
-    pub const REPOSITORY: &str =
-        r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)+$";
+    pub const REPOSITORY: &str = r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)+$";
     /// A DNS-1123 subdomain (object names).
-    pub const DNS1123_SUBDOMAIN: &str =
-        r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+    pub const DNS1123_SUBDOMAIN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
     /// A DNS-1123 label (check names, which become parts of other names).
     pub const DNS1123_LABEL: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
     /// A Go-style duration as Kubernetes uses them (`720h`, `90m`, `1h30m`, `45s`).

@@ -1,5 +1,9 @@
 //! `ImageRelease`: one version of a CoreBuild, moved through its lifecycle by the controller.
 
+// The printcolumn(...) lists repeat `type_ = "string"`, which clippy mistakes for
+// duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
@@ -23,10 +27,20 @@ use super::pattern;
     printcolumn(name = "CoreBuild", type_ = "string", json_path = ".spec.coreBuild"),
     printcolumn(name = "Version", type_ = "string", json_path = ".spec.version"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "Digest", type_ = "string", json_path = ".status.shortDigest", description = "First 12 hex digits of the image digest"),
+    printcolumn(
+        name = "Digest",
+        type_ = "string",
+        json_path = ".status.shortDigest",
+        description = "First 12 hex digits of the image digest"
+    ),
     printcolumn(name = "Support Ends", type_ = "date", json_path = ".status.supportEndsAt"),
     printcolumn(name = "Target", type_ = "string", json_path = ".spec.target", priority = "1"),
-    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", priority = "1"),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        priority = "1"
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
@@ -65,7 +79,9 @@ pub struct ImageReleaseSpec {
 }
 
 /// How far a release should go.
-#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default, Hash)]
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default, Hash,
+)]
 pub enum Target {
     /// Build and test only.
     Verified,
@@ -101,7 +117,9 @@ pub struct Advisory {
 }
 
 /// Kind of an advisory.
-#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default, Hash)]
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default, Hash,
+)]
 pub enum AdvisoryType {
     /// Fixes a vulnerability.
     #[default]
@@ -115,7 +133,9 @@ pub enum AdvisoryType {
 }
 
 /// Severity of an advisory.
-#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default, Hash)]
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default, Hash,
+)]
 pub enum Severity {
     /// Critical.
     Critical,

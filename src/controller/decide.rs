@@ -175,7 +175,12 @@ impl Ctx<'_> {
         let message = message.into();
         if self.st.phase != Some(phase) {
             self.st.phase = Some(phase);
-            self.st.history.push(Transition { phase, at: self.now.clone(), reason: reason.into(), attempt: self.st.attempt });
+            self.st.history.push(Transition {
+                phase,
+                at: self.now.clone(),
+                reason: reason.into(),
+                attempt: self.st.attempt,
+            });
             let excess = self.st.history.len().saturating_sub(HISTORY_LIMIT);
             self.st.history.drain(..excess);
             self.note(phase == Phase::Failed, reason, message.clone());
@@ -193,13 +198,17 @@ impl Ctx<'_> {
         match &observed.snapshot {
             Some(Ok(s)) => Some(s),
             Some(Err(e)) => {
-                let msg = format!("the attempt's snapshot is unreadable: {e}; set the {ANNOTATION_RETRY} annotation to start a new attempt");
+                let msg = format!(
+                    "the attempt's snapshot is unreadable: {e}; set the {ANNOTATION_RETRY} annotation to start a new attempt"
+                );
                 self.fail(READY, "SnapshotInvalid", msg);
                 None
             }
             None => {
                 let name = self.st.provenance.as_ref().map(|p| p.snapshot.clone()).unwrap_or_default();
-                let msg = format!("the attempt's snapshot ConfigMap {name} is gone; set the {ANNOTATION_RETRY} annotation to start a new attempt");
+                let msg = format!(
+                    "the attempt's snapshot ConfigMap {name} is gone; set the {ANNOTATION_RETRY} annotation to start a new attempt"
+                );
                 self.fail(READY, "SnapshotMissing", msg);
                 None
             }
@@ -255,7 +264,12 @@ pub fn decide(release: &ImageRelease, observed: &Observed, now: &Time) -> Decisi
     cx.st.observed_generation = release.metadata.generation;
     if cx.st.phase.is_none() {
         cx.st.phase = Some(Phase::Pending);
-        cx.st.history.push(Transition { phase: Phase::Pending, at: now.clone(), reason: "Created".into(), attempt: None });
+        cx.st.history.push(Transition {
+            phase: Phase::Pending,
+            at: now.clone(),
+            reason: "Created".into(),
+            attempt: None,
+        });
     }
 
     if let Some(problem) = spec_problem(release) {
@@ -297,9 +311,8 @@ pub fn decide(release: &ImageRelease, observed: &Observed, now: &Time) -> Decisi
 fn spec_problem(release: &ImageRelease) -> Option<String> {
     let ends = release.spec.support_ends_at.as_ref()?;
     let created = release.metadata.creation_timestamp.as_ref()?;
-    (ends.0 <= created.0).then(|| {
-        format!("spec.supportEndsAt ({}) must lie after the release's creation ({})", ends.0, created.0)
-    })
+    (ends.0 <= created.0)
+        .then(|| format!("spec.supportEndsAt ({}) must lie after the release's creation ({})", ends.0, created.0))
 }
 
 /// Starts attempt `attempt`: waits for what it needs, snapshots, or moves to Building.
@@ -317,7 +330,9 @@ fn start_attempt(cx: &mut Ctx, observed: &Observed, attempt: i32) -> bool {
             if !observed.core_build_exists {
                 cx.headline(
                     "CoreBuildNotFound",
-                    format!("CoreBuild {core_build} does not exist in this namespace; the release starts when it is created"),
+                    format!(
+                        "CoreBuild {core_build} does not exist in this namespace; the release starts when it is created"
+                    ),
                 );
                 return false;
             }
@@ -381,7 +396,11 @@ fn build(cx: &mut Ctx, observed: &Observed) {
         }
         JobState::Failed => cx.fail(BUILT, "BuildFailed", describe_failure(job)),
         JobState::Succeeded => match results::parse_build(job.message.as_deref().unwrap_or_default()) {
-            Err(e) => cx.fail(BUILT, "InvalidBuildResult", format!("build Job {} succeeded but reported no usable result: {e}", job.name)),
+            Err(e) => cx.fail(
+                BUILT,
+                "InvalidBuildResult",
+                format!("build Job {} succeeded but reported no usable result: {e}", job.name),
+            ),
             Ok(r) => {
                 let Some(snap) = cx.snapshot(observed) else { return };
                 let image = format!("{}@{}", snap.spec.catalog.staging_repository, r.digest);
@@ -473,8 +492,18 @@ fn finish(mut cx: Ctx) -> Decision {
     let reason = if reason.is_empty() { phase.as_str().to_string() } else { reason };
     cx.condition(READY, Some(ready), &reason, &message);
     let progressing = !ready && !stalled;
-    cx.condition(RECONCILING, Some(progressing), if progressing { &reason } else { "Idle" }, if progressing { &message } else { "" });
-    cx.condition(STALLED, Some(stalled), if stalled { &reason } else { "NotStalled" }, if stalled { &message } else { "" });
+    cx.condition(
+        RECONCILING,
+        Some(progressing),
+        if progressing { &reason } else { "Idle" },
+        if progressing { &message } else { "" },
+    );
+    cx.condition(
+        STALLED,
+        Some(stalled),
+        if stalled { &reason } else { "NotStalled" },
+        if stalled { &message } else { "" },
+    );
     Decision { status: cx.st, create: cx.create, notes: cx.notes, requeue_after: None }
 }
 

@@ -235,7 +235,13 @@ fn bad_build_results_fail_with_a_reason() {
         (JobState::Succeeded, None, None, "InvalidBuildResult", "no termination message"),
         (JobState::Succeeded, Some("not json"), None, "InvalidBuildResult", "not valid result JSON"),
         (JobState::Succeeded, Some(r#"{"digest":"sha256:12"}"#), None, "InvalidBuildResult", "sha256:<64 hex"),
-        (JobState::Failed, Some("buildah: RUN failed"), Some("BuildFailed"), "BuildFailed", "BuildFailed (exit code 3): buildah: RUN failed"),
+        (
+            JobState::Failed,
+            Some("buildah: RUN failed"),
+            Some("BuildFailed"),
+            "BuildFailed",
+            "BuildFailed (exit code 3): buildah: RUN failed",
+        ),
         (JobState::Failed, None, Some("DeadlineExceeded"), "BuildFailed", "DeadlineExceeded"),
     ];
     for (state, message, reason, want_reason, want_message) in cases {
@@ -265,7 +271,9 @@ fn a_lost_snapshot_fails_instead_of_guessing() {
 
 #[test]
 fn a_kept_contract_verifies() {
-    for (target, ready, reason) in [(Target::Verified, "True", "Verified"), (Target::Published, "False", "AwaitingPublication")] {
+    for (target, ready, reason) in
+        [(Target::Verified, "True", "Verified"), (Target::Published, "False", "AwaitingPublication")]
+    {
         let r = testing(target);
         let mut o = stored(1);
         o.test_job = Some(job("rel-a1-test", JobState::Succeeded, Some(&report("5.2.15-2", 0)), None));

@@ -13,10 +13,10 @@ use std::sync::Arc;
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ConfigMap;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Controller;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef};
-use kube::core::PartialObjectMeta;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use tracing::{info, warn};
@@ -52,13 +52,10 @@ pub async fn run(client: Client, settings: Settings) -> anyhow::Result<()> {
 
     // CoreBuilds are reflected so blueprint ConfigMaps can be mapped to their releases.
     let (core_build_store, core_build_writer) = reflector::store::<CoreBuild>();
-    let core_build_events = watcher(core_builds, watcher::Config::default())
-        .default_backoff()
-        .reflect(core_build_writer)
-        .touched_objects();
+    let core_build_events =
+        watcher(core_builds, watcher::Config::default()).default_backoff().reflect(core_build_writer).touched_objects();
     // Metadata only: a release waiting for its blueprint ConfigMap resumes when it appears.
-    let config_map_events =
-        watcher(config_maps, watcher::Config::default()).default_backoff().touched_objects();
+    let config_map_events = watcher(config_maps, watcher::Config::default()).default_backoff().touched_objects();
 
     let controller = Controller::new(releases, watcher::Config::default())
         .owns(jobs, watcher::Config::default().labels(LABEL_RELEASE));
@@ -94,7 +91,11 @@ pub async fn run(client: Client, settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn releases_of(store: &reflector::Store<ImageRelease>, namespace: &str, core_build: &str) -> Vec<ObjectRef<ImageRelease>> {
+fn releases_of(
+    store: &reflector::Store<ImageRelease>,
+    namespace: &str,
+    core_build: &str,
+) -> Vec<ObjectRef<ImageRelease>> {
     store
         .state()
         .into_iter()

@@ -31,9 +31,8 @@ pub fn observe_job(job: &Job, pods: &[Pod]) -> JobObservation {
     };
     let status = job.status.as_ref();
     let term = terminated(pods);
-    let finished_at = status
-        .and_then(|s| s.completion_time.clone())
-        .or_else(|| failed.and_then(|c| c.last_transition_time.clone()));
+    let finished_at =
+        status.and_then(|s| s.completion_time.clone()).or_else(|| failed.and_then(|c| c.last_transition_time.clone()));
     let (reason, message) = match (failed, term) {
         // A Job stopped by its deadline says so better than the killed container.
         (Some(c), _) if c.reason.as_deref() == Some("DeadlineExceeded") => (c.reason.clone(), c.message.clone()),

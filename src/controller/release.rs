@@ -98,11 +98,17 @@ async fn blueprint(cms: &Api<ConfigMap>, cb: &CoreBuild) -> Result<Result<String
     })
 }
 
-async fn observe_job_named(jobs: &Api<Job>, pods: &Api<Pod>, name: &str) -> Result<Option<super::decide::JobObservation>, Error> {
+async fn observe_job_named(
+    jobs: &Api<Job>,
+    pods: &Api<Pod>,
+    name: &str,
+) -> Result<Option<super::decide::JobObservation>, Error> {
     let Some(job) = jobs.get_opt(name).await? else { return Ok(None) };
-    let finished = job.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| {
-        cs.iter().any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
-    });
+    let finished = job
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True"));
     // Pods are read only once the Job finished: that is when the result is there.
     let pod_list = if finished {
         pods.list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={name}"))).await?.items

@@ -53,7 +53,7 @@ pkgver() {
 printf '{' >"$tmp/packages"
 sep=
 for p in ${COREFORGE_PACKAGES:-}; do
-  if v=$(pkgver "$p"); then state=set; else v=; state=unset; fi
+  if v=$(pkgver "$p"); then state="set"; else v=; state="unset"; fi
   printf '%s"%s":%s' "$sep" "$p" "$(json_or_null "$v" "$state")" >>"$tmp/packages"
   sep=,
 done
@@ -81,7 +81,7 @@ sep=
 for n in ${COREFORGE_ENV_NAMES:-}; do
   # Names are validated by the API server ([A-Za-z_][A-Za-z0-9_]*), so eval is safe.
   eval "state=\${$n+set}; v=\${$n-}"
-  [ "$state" = set ] || state=unset
+  [ "$state" = set ] || state="unset"
   printf '%s"%s":%s' "$sep" "$n" "$(json_or_null "$v" "$state")" >>"$tmp/env"
   sep=,
 done
@@ -93,6 +93,7 @@ printf '[' >"$tmp/checks-bare"
 i=1
 count=${COREFORGE_CHECK_COUNT:-0}
 while [ "$i" -le "$count" ]; do
+  name='' run=''
   eval "name=\${COREFORGE_CHECK_${i}_NAME}; run=\${COREFORGE_CHECK_${i}_RUN}"
   sh -c "$run" >"$tmp/out" 2>&1 </dev/null
   code=$?

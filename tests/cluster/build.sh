@@ -40,7 +40,7 @@ build_module() {
     go build -trimpath -ldflags "-s -w $ldflags" -o "$dest/bin.tmp/" $pkgs
   ) || { rm -rf "$work" "$dest/bin.tmp"; die "$name $version: the Go build failed (output above). Nothing was cached; fix the cause and run again."; }
   rm -rf "$work"
-  rm -rf "$dest/bin"
+  rm -rf "${dest:?}/bin"
   mv "$dest/bin.tmp" "$dest/bin"
   touch "$dest/.complete"
   log "$name $version: built into $dest/bin"

@@ -73,8 +73,7 @@ pub fn kubeconfig_path() -> PathBuf {
 /// `pinned_version("KUBERNETES_VERSION")` is `"v1.33.13"`.
 pub fn pinned_version(name: &str) -> anyhow::Result<String> {
     let path = repo_root().join("tests/cluster/versions.env");
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     text.lines()
         .filter_map(|line| line.trim().split_once('='))
         .find(|(key, _)| key.trim() == name)
@@ -131,8 +130,7 @@ fn run_up_script() -> Result<(), String> {
 pub async fn config() -> anyhow::Result<Config> {
     ensure_cluster().await?;
     let path = kubeconfig_path();
-    let kubeconfig =
-        Kubeconfig::read_from(&path).with_context(|| format!("reading {}", path.display()))?;
+    let kubeconfig = Kubeconfig::read_from(&path).with_context(|| format!("reading {}", path.display()))?;
     Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
         .with_context(|| format!("loading {}", path.display()))
@@ -143,9 +141,7 @@ pub async fn config() -> anyhow::Result<Config> {
 /// A fresh client per call: a `kube::Client` is bound to the tokio runtime it
 /// was created on, and every `#[tokio::test]` has its own runtime.
 pub async fn client() -> Client {
-    try_client()
-        .await
-        .expect("the local control plane is not available")
+    try_client().await.expect("the local control plane is not available")
 }
 
 /// Like [`client`], returning the error instead of panicking.
@@ -157,10 +153,7 @@ pub async fn try_client() -> anyhow::Result<Client> {
 /// token from a TokenRequest), to test what a least-privileged identity can do.
 pub async fn client_with_token(token: &str) -> anyhow::Result<Client> {
     let mut config = config().await?;
-    config.auth_info = AuthInfo {
-        token: Some(token.to_string().into()),
-        ..AuthInfo::default()
-    };
+    config.auth_info = AuthInfo { token: Some(token.to_string().into()), ..AuthInfo::default() };
     Client::try_from(config).context("building the token client")
 }
 
@@ -178,19 +171,12 @@ pub fn unique_namespace_name(test_name: &str) -> String {
     }
     let slug: String = slug.trim_matches('-').chars().take(40).collect();
     let slug = slug.trim_end_matches('-');
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     let mix = (nanos as u64)
         ^ (u64::from(std::process::id()) << 32)
         ^ u64::from(COUNTER.fetch_add(1, Ordering::Relaxed)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     let suffix = format!("{:08x}", (mix ^ (mix >> 29)) as u32);
-    if slug.is_empty() {
-        format!("t-{suffix}")
-    } else {
-        format!("t-{slug}-{suffix}")
-    }
+    if slug.is_empty() { format!("t-{suffix}") } else { format!("t-{slug}-{suffix}") }
 }
 
 /// Runs `body` in a throwaway namespace and deletes the namespace afterwards,
@@ -224,12 +210,8 @@ where
 
     match outcome {
         Ok(result) => result.with_context(|| format!("test {test_name} in namespace {ns}")),
-        Err(join_error) if join_error.is_panic() => {
-            std::panic::resume_unwind(join_error.into_panic())
-        }
-        Err(join_error) => Err(anyhow!(
-            "test {test_name} in namespace {ns} was cancelled: {join_error}"
-        )),
+        Err(join_error) if join_error.is_panic() => std::panic::resume_unwind(join_error.into_panic()),
+        Err(join_error) => Err(anyhow!("test {test_name} in namespace {ns} was cancelled: {join_error}")),
     }
 }
 
@@ -252,14 +234,8 @@ pub async fn create_namespace(client: &Client, test_name: &str) -> anyhow::Resul
         .await
         .with_context(|| format!("creating namespace {name}"))?;
     let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &name);
-    wait_for(
-        &accounts,
-        "default",
-        &format!("the default ServiceAccount of namespace {name}"),
-        secs(60),
-        |_| true,
-    )
-    .await?;
+    wait_for(&accounts, "default", &format!("the default ServiceAccount of namespace {name}"), secs(60), |_| true)
+        .await?;
     Ok(name)
 }
 
@@ -302,18 +278,13 @@ where
     let deadline = tokio::time::Instant::now() + timeout;
     let mut last_error = None;
     loop {
-        match tokio::time::timeout_at(deadline, await_condition(api.clone(), name, &condition))
-            .await
-        {
+        match tokio::time::timeout_at(deadline, await_condition(api.clone(), name, &condition)).await {
             Ok(Ok(Some(obj))) => return Ok(obj),
             // The condition never accepts an absent object; keep watching.
             Ok(Ok(None)) => {}
             Ok(Err(e)) => {
                 last_error = Some(e.to_string());
-                if tokio::time::timeout_at(deadline, tokio::time::sleep(Duration::from_millis(500)))
-                    .await
-                    .is_err()
-                {
+                if tokio::time::timeout_at(deadline, tokio::time::sleep(Duration::from_millis(500))).await.is_err() {
                     break;
                 }
             }
@@ -321,10 +292,7 @@ where
         }
     }
     let seen = last_seen.lock().unwrap().clone();
-    let mut message = format!(
-        "timed out after {timeout:?} waiting for {what} ({})",
-        describe::<K>(api, name)
-    );
+    let mut message = format!("timed out after {timeout:?} waiting for {what} ({})", describe::<K>(api, name));
     match seen {
         Some(obj) => message.push_str(&format!("; last observed:\n{}", status_text(&obj))),
         None => message.push_str("; the object was never observed (does not exist?)"),
@@ -336,12 +304,7 @@ where
 }
 
 /// Waits until `name` no longer exists (watch-based).
-pub async fn wait_deleted<K>(
-    api: &Api<K>,
-    name: &str,
-    what: &str,
-    timeout: Duration,
-) -> anyhow::Result<()>
+pub async fn wait_deleted<K>(api: &Api<K>, name: &str, what: &str, timeout: Duration) -> anyhow::Result<()>
 where
     K: Resource + Clone + Debug + Serialize + DeserializeOwned + Send + 'static,
 {
@@ -350,22 +313,12 @@ where
         Some(obj) => obj,
     };
     let uid = current.uid().unwrap_or_default();
-    match tokio::time::timeout(
-        timeout,
-        await_condition(api.clone(), name, conditions::is_deleted(&uid)),
-    )
-    .await
-    {
+    match tokio::time::timeout(timeout, await_condition(api.clone(), name, conditions::is_deleted(&uid))).await {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(anyhow!(
-            "watching {} while waiting for {what}: {e}",
-            describe::<K>(api, name)
-        )),
+        Ok(Err(e)) => Err(anyhow!("watching {} while waiting for {what}: {e}", describe::<K>(api, name))),
         Err(_) => {
             let seen = api.get_opt(name).await.ok().flatten();
-            let shown = seen
-                .map(|o| status_text(&o))
-                .unwrap_or_else(|| "(gone by now)".into());
+            let shown = seen.map(|o| status_text(&o)).unwrap_or_else(|| "(gone by now)".into());
             Err(anyhow!(
                 "timed out after {timeout:?} waiting for {what} ({}); still there:\n{shown}",
                 describe::<K>(api, name)
@@ -379,12 +332,7 @@ where
 /// means "not yet"; an error is remembered and retried. Each attempt is itself
 /// bounded by the overall deadline. The timeout error names `what` and the
 /// last error.
-pub async fn eventually<T, F, Fut>(
-    what: &str,
-    timeout: Duration,
-    interval: Duration,
-    mut probe: F,
-) -> anyhow::Result<T>
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, interval: Duration, mut probe: F) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = anyhow::Result<Option<T>>>,
@@ -407,12 +355,8 @@ where
         tokio::time::sleep_until(next).await;
     }
     match last_error {
-        Some(e) => Err(e.context(format!(
-            "timed out after {timeout:?} ({attempts} attempts) waiting for {what}"
-        ))),
-        None => bail!(
-            "timed out after {timeout:?} ({attempts} attempts) waiting for {what} (never ready)"
-        ),
+        Some(e) => Err(e.context(format!("timed out after {timeout:?} ({attempts} attempts) waiting for {what}"))),
+        None => bail!("timed out after {timeout:?} ({attempts} attempts) waiting for {what} (never ready)"),
     }
 }
 
@@ -420,17 +364,9 @@ where
 /// its stderr when it exits non-zero.
 pub async fn run(cmd: &mut tokio::process::Command) -> anyhow::Result<String> {
     let shown = format!("{:?}", cmd.as_std());
-    let output = cmd
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .with_context(|| format!("running {shown}"))?;
+    let output = cmd.stdin(std::process::Stdio::null()).output().await.with_context(|| format!("running {shown}"))?;
     if !output.status.success() {
-        bail!(
-            "{shown} failed ({}):\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
+        bail!("{shown} failed ({}):\n{}", output.status, String::from_utf8_lossy(&output.stderr));
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }

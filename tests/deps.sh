@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the tests and the demo need, once: a package that is
+# already installed is not touched, and nothing runs apt when all are present.
+# Everything else (cluster binaries, Rust crates) is built and cached by its own tooling.
+set -euo pipefail
+
+# Package → why.
+packages=(
+  openssl        # certificates of the local control plane
+  shellcheck     # lints the shell scripts the Jobs and the tooling run
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null | grep -q '^ii' || missing+=("$p")
+done
+((${#missing[@]} == 0)) && exit 0
+
+if [[ $(id -u) -ne 0 ]]; then
+  echo "[deps] missing Debian packages: ${missing[*]}; install them (as root: apt-get install ${missing[*]})" >&2
+  exit 1
+fi
+echo "[deps] installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The project's one test command (`make test`; `.ci/run` calls it): lints, unit tests,
+# and every integration and end-to-end test against the local environment. It installs
+# what is missing, starts the local environment if it is not up (building its binaries
+# once), and stops it again afterwards if it started it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+tests/deps.sh
+
+started=0
+if ! tests/cluster/status.sh >/dev/null 2>&1; then
+  started=1
+fi
+cleanup() {
+  if ((started)) || [[ ${CI:-} == true ]]; then
+    tests/cluster/down.sh || true
+  fi
+}
+trap cleanup EXIT
+tests/cluster/up.sh
+
+echo "== lint"
+cargo fmt --check
+cargo clippy --locked --all-targets -- -D warnings
+shellcheck -x tests/*.sh tests/cluster/*.sh src/scripts/*.sh .ci/run
+
+echo "== unit and integration tests"
+cargo test --locked --no-fail-fast
