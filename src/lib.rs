@@ -10,11 +10,15 @@
 //! - [`telemetry`]: logging set-up.
 
 pub mod api;
+pub mod catalog;
 pub mod contract;
 pub mod controller;
 pub mod crdgen;
+pub mod http;
 pub mod jobs;
+pub mod metrics;
 pub mod names;
+pub mod registry;
 pub mod results;
 pub mod snapshot;
 pub mod telemetry;

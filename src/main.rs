@@ -17,9 +17,12 @@ struct Cli {
 enum Command {
     /// Run the controller (uses KUBECONFIG or the in-cluster service account).
     Controller {
-        /// Watch only this namespace (default: all namespaces).
-        #[arg(long, env = "COREFORGE_NAMESPACE")]
-        namespace: Option<String>,
+        /// Watch only this namespace; repeat for several (default: all namespaces).
+        #[arg(long = "namespace", env = "COREFORGE_NAMESPACES", value_delimiter = ',')]
+        namespaces: Vec<String>,
+        /// Address of the HTTP server for /metrics, /livez and /readyz.
+        #[arg(long, default_value = "0.0.0.0:8080", env = "COREFORGE_HTTP_ADDR")]
+        http_addr: std::net::SocketAddr,
         /// Log format.
         #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "COREFORGE_LOG_FORMAT")]
         log_format: LogFormat,
@@ -37,7 +40,7 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Controller { namespace, log_format } => {
+        Command::Controller { namespaces, http_addr, log_format } => {
             coreforge::telemetry::init(log_format);
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(async {
@@ -48,7 +51,9 @@ fn main() -> anyhow::Result<()> {
                     http::HeaderValue::from_static(concat!("coreforge/", env!("CARGO_PKG_VERSION"))),
                 ));
                 let client = kube::Client::try_from(config)?;
-                coreforge::controller::run(client, coreforge::controller::Settings { namespace }).await
+                coreforge::metrics::METRICS.leader.set(1);
+                let settings = coreforge::controller::Settings { namespaces, http_addr: Some(http_addr) };
+                coreforge::controller::run(client, settings, coreforge::controller::shutdown_signal()).await
             })
         }
         Command::Crd { check: Some(dir), .. } => {

@@ -59,12 +59,13 @@ async fn a_release_builds_tests_and_becomes_verified() -> anyhow::Result<()> {
     fixtures::install_crds().await?;
     support::with_namespace("verified", |client, ns| async move {
         let controller = ControllerProcess::start(&ns).await?;
-        apply(&client, &ns, fixtures::core_build("debian"), fixtures::release("debian-12-7-0", "debian", "12.7.0"))
-            .await?;
+        let digest = fixtures::seed_image(&fixtures::staging(&ns), None).await?;
+        let cb = fixtures::local_core_build("debian", &ns, &digest);
+        apply(&client, &ns, cb, fixtures::release("debian-12-7-0", "debian", "12.7.0")).await?;
         let r = wait_phase(&client, &ns, "debian-12-7-0", Phase::Verified).await?;
         let st = r.status.clone().unwrap();
-        ensure!(st.digest.as_deref() == Some(fixtures::DIGEST2), "digest {:?}", st.digest);
-        ensure!(st.staging_image.as_deref() == Some(&*format!("registry.local/staging/debian@{}", fixtures::DIGEST2)));
+        ensure!(st.digest.as_deref() == Some(digest.as_str()), "digest {:?}", st.digest);
+        ensure!(st.staging_image.as_deref() == Some(&*format!("{}@{digest}", fixtures::staging(&ns))));
         let names: Vec<_> = st.checks.iter().map(|c| (c.name.as_str(), c.passed)).collect();
         ensure!(
             names
@@ -117,7 +118,8 @@ async fn a_failing_build_fails_the_release_with_the_pods_reason() -> anyhow::Res
     fixtures::install_crds().await?;
     support::with_namespace("build-fails", |client, ns| async move {
         let _controller = ControllerProcess::start(&ns).await?;
-        let mut cb = fixtures::core_build("debian");
+        let digest = fixtures::seed_image(&fixtures::staging(&ns), None).await?;
+        let mut cb = fixtures::local_core_build("debian", &ns, &digest);
         cb["spec"]["builder"]["podAnnotations"] = json!({
             "sim.coreforge.dev/exit-code": "3",
             "sim.coreforge.dev/reason": "BuildahRunFailed",
@@ -137,7 +139,7 @@ async fn a_failing_build_fails_the_release_with_the_pods_reason() -> anyhow::Res
         let cbs: Api<CoreBuild> = Api::namespaced(client.clone(), &ns);
         let fixed = json!({"spec": {"builder": {"podAnnotations": null}}});
         cbs.patch("debian", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(fixed)).await?;
-        let fixed = json!({"spec": {"builder": {"podAnnotations": {"sim.coreforge.dev/termination-message": fixtures::build_result(fixtures::DIGEST2)}}}});
+        let fixed = json!({"spec": {"builder": {"podAnnotations": {"sim.coreforge.dev/termination-message": fixtures::build_result(&digest)}}}});
         cbs.patch("debian", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(fixed)).await?;
         support::run(support::kubectl().args(["annotate", "ir", "r", "-n", &ns, "coreforge.dev/retry=1"])).await?;
         let r = wait_phase(&client, &ns, "r", Phase::Verified).await?;
@@ -153,7 +155,8 @@ async fn a_failing_contract_check_fails_the_release_naming_the_check() -> anyhow
     fixtures::install_crds().await?;
     support::with_namespace("check-fails", |client, ns| async move {
         let _controller = ControllerProcess::start(&ns).await?;
-        let mut cb = fixtures::core_build("debian");
+        let digest = fixtures::seed_image(&fixtures::staging(&ns), None).await?;
+        let mut cb = fixtures::local_core_build("debian", &ns, &digest);
         cb["spec"]["tester"]["podAnnotations"]["sim.coreforge.dev/termination-message"] =
             json!(fixtures::test_report(false));
         apply(&client, &ns, cb, fixtures::release("r", "debian", "12.7.0")).await?;
@@ -187,7 +190,8 @@ async fn a_missing_core_build_waits_and_resumes_when_it_appears() -> anyhow::Res
         .await?;
         ensure!(condition(&r, "Reconciling").status == "True" && condition(&r, "Stalled").status == "False");
         // A blueprint from a ConfigMap that does not exist yet.
-        let mut cb = fixtures::core_build("debian");
+        let digest = fixtures::seed_image(&fixtures::staging(&ns), None).await?;
+        let mut cb = fixtures::local_core_build("debian", &ns, &digest);
         cb["spec"]["blueprint"] = json!({"configMapRef": {"name": "blueprint"}});
         let cbs: Api<CoreBuild> = Api::namespaced(client.clone(), &ns);
         cbs.create(&PostParams::default(), &serde_json::from_value(cb)?).await?;
@@ -217,7 +221,8 @@ async fn a_killed_controller_resumes_without_duplicate_jobs() -> anyhow::Result<
     fixtures::install_crds().await?;
     support::with_namespace("crash", |client, ns| async move {
         let controller = ControllerProcess::start(&ns).await?;
-        let mut cb = fixtures::core_build("debian");
+        let digest = fixtures::seed_image(&fixtures::staging(&ns), None).await?;
+        let mut cb = fixtures::local_core_build("debian", &ns, &digest);
         cb["spec"]["builder"]["podAnnotations"]["sim.coreforge.dev/run-seconds"] = json!("10");
         apply(&client, &ns, cb, fixtures::release("r", "debian", "12.7.0")).await?;
         let jobs_api: Api<Job> = Api::namespaced(client.clone(), &ns);
@@ -242,7 +247,14 @@ async fn deleting_a_release_removes_its_jobs() -> anyhow::Result<()> {
     fixtures::install_crds().await?;
     support::with_namespace("gc", |client, ns| async move {
         let _controller = ControllerProcess::start(&ns).await?;
-        apply(&client, &ns, fixtures::core_build("debian"), fixtures::release("r", "debian", "12.7.0")).await?;
+        let digest = fixtures::seed_image(&fixtures::staging(&ns), None).await?;
+        apply(
+            &client,
+            &ns,
+            fixtures::local_core_build("debian", &ns, &digest),
+            fixtures::release("r", "debian", "12.7.0"),
+        )
+        .await?;
         wait_phase(&client, &ns, "r", Phase::Verified).await?;
         let irs: Api<ImageRelease> = Api::namespaced(client.clone(), &ns);
         irs.delete("r", &DeleteParams::foreground()).await?;
@@ -263,7 +275,14 @@ async fn a_settled_release_gets_no_writes_for_60_seconds() -> anyhow::Result<()>
     fixtures::install_crds().await?;
     support::with_namespace("idle", |client, ns| async move {
         let _controller = ControllerProcess::start(&ns).await?;
-        apply(&client, &ns, fixtures::core_build("debian"), fixtures::release("r", "debian", "12.7.0")).await?;
+        let digest = fixtures::seed_image(&fixtures::staging(&ns), None).await?;
+        apply(
+            &client,
+            &ns,
+            fixtures::local_core_build("debian", &ns, &digest),
+            fixtures::release("r", "debian", "12.7.0"),
+        )
+        .await?;
         wait_phase(&client, &ns, "r", Phase::Verified).await?;
         // Wait until the writes that settle the release are in the audit log…
         let settled = support::eventually(

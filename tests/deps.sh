@@ -6,8 +6,13 @@ set -euo pipefail
 
 # Package → why.
 packages=(
-  openssl        # certificates of the local control plane
-  shellcheck     # lints the shell scripts the Jobs and the tooling run
+  openssl         # certificates of the local control plane
+  shellcheck      # lints the shell scripts the Jobs and the tooling run
+  docker-registry # the local OCI registry (staging and catalog repositories)
+  apache2-utils   # htpasswd, for the registry that requires credentials
+  prometheus      # the local Prometheus, and promtool for the alert rules
+  buildah         # runs the default build script for real; builds the controller image
+  busybox-static  # a tiny real base image for the real build
 )
 
 missing=()

@@ -14,6 +14,8 @@ pub const STALLED: &str = "Stalled";
 pub const BUILT: &str = "Built";
 /// The release's image kept its service contract in the test Job.
 pub const TESTED: &str = "Tested";
+/// The release is in the catalog under its version tag.
+pub const PUBLISHED: &str = "Published";
 
 /// `True`, `False` or `Unknown`, as the API spells them.
 pub fn status_str(value: Option<bool>) -> &'static str {

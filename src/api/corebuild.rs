@@ -435,6 +435,21 @@ pub struct CoreBuildStatus {
     /// Newest published version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latest_version: Option<String>,
+    /// Where each channel tag points in the catalog.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channels: Vec<ChannelStatus>,
+}
+
+/// A channel tag and the release it points at.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ChannelStatus {
+    /// The channel (a tag of the catalog repository).
+    pub name: String,
+    /// Version of the release it points at.
+    pub version: String,
+    /// Digest it points at.
+    pub digest: String,
 }
 
 /// Counts of a CoreBuild's releases by phase.

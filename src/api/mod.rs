@@ -31,6 +31,51 @@ pub const LABEL_ATTEMPT: &str = "coreforge.dev/attempt";
 /// Annotation on an ImageRelease: set it to a new value to retry a Failed release.
 pub const ANNOTATION_RETRY: &str = "coreforge.dev/retry";
 
+/// Parses a duration as the schema accepts them (`720h`, `1h30m`, `90s`, `250ms`).
+pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
+    let mut total = 0f64;
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(rest.len());
+        let (number, tail) = rest.split_at(digits);
+        let number: f64 = number.parse().ok()?;
+        let (factor, unit_len) = if tail.starts_with("ms") {
+            (0.001, 2)
+        } else if tail.starts_with('s') {
+            (1.0, 1)
+        } else if tail.starts_with('m') {
+            (60.0, 1)
+        } else if tail.starts_with('h') {
+            (3600.0, 1)
+        } else {
+            return None;
+        };
+        total += number * factor;
+        rest = &tail[unit_len..];
+    }
+    std::time::Duration::try_from_secs_f64(total).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("720h"), Some(Duration::from_secs(720 * 3600)));
+        assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        for bad in ["", "10", "10d", "h", "1h x"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
+}
+
 /// Schema patterns shared by both kinds, with the human words for each.
 pub(crate) mod pattern {
     /// Semantic version 2.0.0 (no leading `v`).

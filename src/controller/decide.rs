@@ -16,7 +16,9 @@ use crate::api::{
     ANNOTATION_RETRY, BUILT, ImageRelease, ImageReleaseStatus, Phase, READY, RECONCILING, STALLED, StepStatus, TESTED,
     Target, Transition, set_condition,
 };
+use crate::api::{PUBLISHED, parse_duration};
 use crate::contract;
+use crate::registry::RegistryError;
 use crate::results;
 use crate::snapshot::Snapshot;
 
@@ -71,6 +73,74 @@ pub struct Observed {
     pub build_job: Option<JobObservation>,
     /// The attempt's test Job.
     pub test_job: Option<JobObservation>,
+    /// Whether the digest the build reported exists in staging (filled in by the edges
+    /// when [`staging_digest_to_check`] names one).
+    pub staging_check: Option<Result<bool, CatalogError>>,
+    /// The outcome of publishing (filled in by the edges when [`wants_publication`]):
+    /// the digest the version tag resolves to.
+    pub publication: Option<Result<String, CatalogError>>,
+    /// Channels of the CoreBuild that point at this release now.
+    pub channels: Vec<String>,
+}
+
+/// Why the catalog could not be used.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CatalogError {
+    /// The registry failed or refused.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The credentials Secret is missing or unusable.
+    #[error("{0}")]
+    Credentials(String),
+    /// The version tag exists and points at another digest: never overwritten.
+    #[error("{reference} already exists and points at {existing}; a published version is never overwritten")]
+    Conflict {
+        /// The version tag.
+        reference: String,
+        /// What it points at.
+        existing: String,
+    },
+}
+
+impl CatalogError {
+    /// Condition reason for this error.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            CatalogError::Registry(RegistryError::Unauthorized { .. }) => "RegistryUnauthorized",
+            CatalogError::Registry(RegistryError::Unreachable { .. }) => "RegistryUnavailable",
+            CatalogError::Registry(_) => "RegistryError",
+            CatalogError::Credentials(_) => "CredentialsInvalid",
+            CatalogError::Conflict { .. } => "VersionTagConflict",
+        }
+    }
+
+    /// Whether a person has to act (wrong credentials), rather than wait (outage).
+    pub fn needs_a_person(&self) -> bool {
+        matches!(
+            self,
+            CatalogError::Registry(RegistryError::Unauthorized { .. })
+                | CatalogError::Credentials(_)
+                | CatalogError::Conflict { .. }
+        )
+    }
+}
+
+/// The digest whose presence in staging the edges must check: the one a successful build
+/// of the current attempt reported, while the release is Building.
+pub fn staging_digest_to_check(release: &ImageRelease, build_job: Option<&JobObservation>) -> Option<String> {
+    let phase = release.status.as_ref().and_then(|s| s.phase);
+    let (_, starting) = wanted_attempt(release);
+    let job = build_job.filter(|j| j.state == JobState::Succeeded)?;
+    if starting || phase != Some(Phase::Building) {
+        return None;
+    }
+    results::parse_build(job.message.as_deref().unwrap_or_default()).ok().map(|r| r.digest)
+}
+
+/// Whether the edges must publish: the release is Verified and its target goes further.
+pub fn wants_publication(release: &ImageRelease) -> bool {
+    let phase = release.status.as_ref().and_then(|s| s.phase);
+    phase == Some(Phase::Verified) && release.spec.target >= Target::Published
 }
 
 /// The object the edges must create (after reading that it does not exist yet).
@@ -147,6 +217,7 @@ struct Ctx<'a> {
     /// Why the release is where it is: (reason, message) for Ready/Reconciling/Stalled.
     headline: (String, String),
     stalled: bool,
+    requeue_after: Option<Duration>,
 }
 
 impl Ctx<'_> {
@@ -192,6 +263,22 @@ impl Ctx<'_> {
         self.condition(step_condition, Some(false), reason, &message);
         self.transition(Phase::Failed, reason, message.clone());
         self.headline(reason, format!("{message}; change the spec or set the {ANNOTATION_RETRY} annotation to retry"));
+    }
+
+    /// The catalog failed: stay in the phase, say why on `condition_type`, and look again
+    /// with a backoff that grows with the length of the outage.
+    fn wait_for_catalog(&mut self, condition_type: &str, e: &CatalogError, doing: &str) {
+        if let CatalogError::Conflict { .. } = e {
+            return self.fail(condition_type, e.reason(), e.to_string());
+        }
+        let msg = format!("{doing}: {e}; retrying");
+        self.condition(condition_type, Some(false), e.reason(), &msg);
+        self.headline(e.reason(), msg);
+        self.stalled = e.needs_a_person();
+        let since = crate::api::find_condition(&self.st.conditions, condition_type)
+            .map(|c| self.now.0.duration_since(c.last_transition_time.0).as_secs().max(0) as u64)
+            .unwrap_or(0);
+        self.requeue_after = Some(Duration::from_secs((since / 2).clamp(2, 60)));
     }
 
     fn snapshot<'o>(&mut self, observed: &'o Observed) -> Option<&'o Snapshot> {
@@ -260,6 +347,7 @@ pub fn decide(release: &ImageRelease, observed: &Observed, now: &Time) -> Decisi
         notes: Vec::new(),
         headline: (String::new(), String::new()),
         stalled: false,
+        requeue_after: None,
     };
     cx.st.observed_generation = release.metadata.generation;
     if cx.st.phase.is_none() {
@@ -291,8 +379,11 @@ pub fn decide(release: &ImageRelease, observed: &Observed, now: &Time) -> Decisi
     if cx.phase() == Phase::Testing {
         test(&mut cx, observed);
     }
+    if cx.phase() == Phase::Verified {
+        verified(&mut cx, observed);
+    }
     match cx.phase() {
-        Phase::Verified => verified(&mut cx),
+        Phase::Published => published(&mut cx, observed),
         Phase::Failed => {
             // Nothing new happened: the failure recorded when it happened still explains it.
             if cx.headline.0.is_empty()
@@ -404,6 +495,19 @@ fn build(cx: &mut Ctx, observed: &Observed) {
             Ok(r) => {
                 let Some(snap) = cx.snapshot(observed) else { return };
                 let image = format!("{}@{}", snap.spec.catalog.staging_repository, r.digest);
+                match &observed.staging_check {
+                    Some(Ok(true)) => {}
+                    Some(Ok(false)) => {
+                        let msg = format!("build Job {} reported {image}, which does not exist in staging", job.name);
+                        return cx.fail(BUILT, "DigestNotInStaging", msg);
+                    }
+                    Some(Err(e)) => return cx.wait_for_catalog(BUILT, e, &format!("verifying {image} in staging")),
+                    None => {
+                        let msg = format!("verifying {image} in staging");
+                        cx.condition(BUILT, None, "VerifyingDigest", &msg);
+                        return cx.headline("VerifyingDigest", msg);
+                    }
+                }
                 cx.st.short_digest = Some(r.digest.trim_start_matches("sha256:").chars().take(12).collect());
                 cx.st.digest = Some(r.digest);
                 cx.st.image_config = r.config;
@@ -475,12 +579,50 @@ fn test(cx: &mut Ctx, observed: &Observed) {
     cx.transition(Phase::Verified, "ContractKept", msg);
 }
 
-fn verified(cx: &mut Ctx) {
-    let digest = cx.st.staging_image.clone().unwrap_or_default();
-    match cx.release.spec.target {
-        Target::Verified => cx.headline("Verified", format!("{digest} kept its contract")),
-        _ => cx.headline("AwaitingPublication", format!("{digest} kept its contract and waits to be published")),
+fn verified(cx: &mut Ctx, observed: &Observed) {
+    let image = cx.st.staging_image.clone().unwrap_or_default();
+    if cx.release.spec.target == Target::Verified {
+        return cx.headline("Verified", format!("{image} kept its contract"));
     }
+    let Some(snap) = cx.snapshot(observed) else { return };
+    let reference = format!("{}:{}", snap.spec.catalog.repository, cx.release.spec.version);
+    let window = snap.spec.lifecycle.as_ref().and_then(|l| l.support_window.as_deref()).and_then(parse_duration);
+    match &observed.publication {
+        None => {
+            let msg = format!("publishing {image} as {reference}");
+            cx.condition(PUBLISHED, None, "Publishing", &msg);
+            cx.headline("Publishing", msg);
+        }
+        Some(Err(e)) => cx.wait_for_catalog(PUBLISHED, e, &format!("publishing {image} as {reference}")),
+        Some(Ok(_)) => {
+            let now = cx.now.clone();
+            cx.st.published_at = Some(now.clone());
+            cx.st.support_ends_at = cx.release.spec.support_ends_at.clone().or_else(|| {
+                window.and_then(|w| now.0.checked_add(w).ok()).map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time)
+            });
+            published_refs(cx, &snap.spec.catalog.repository, observed);
+            let msg = format!("published {reference} ({})", cx.st.digest.clone().unwrap_or_default());
+            cx.condition(PUBLISHED, Some(true), "Published", &msg);
+            cx.transition(Phase::Published, "Published", msg);
+        }
+    }
+}
+
+/// The references the release can be pulled by: its version tag and the channels that
+/// point at it now.
+fn published_refs(cx: &mut Ctx, repository: &str, observed: &Observed) {
+    let mut refs = vec![format!("{repository}:{}", cx.release.spec.version)];
+    refs.extend(observed.channels.iter().map(|c| format!("{repository}:{c}")));
+    cx.st.published = refs;
+}
+
+fn published(cx: &mut Ctx, observed: &Observed) {
+    if let Some(Ok(snap)) = &observed.snapshot {
+        let repository = snap.spec.catalog.repository.clone();
+        published_refs(cx, &repository, observed);
+    }
+    let refs = cx.st.published.join(", ");
+    cx.headline("Published", format!("pull it as {refs}"));
 }
 
 /// Sets the kstatus conditions from where the release ended up.
@@ -504,7 +646,7 @@ fn finish(mut cx: Ctx) -> Decision {
         if stalled { &reason } else { "NotStalled" },
         if stalled { &message } else { "" },
     );
-    Decision { status: cx.st, create: cx.create, notes: cx.notes, requeue_after: None }
+    Decision { status: cx.st, create: cx.create, notes: cx.notes, requeue_after: cx.requeue_after }
 }
 
 /// Whether two statuses differ in anything but timestamps of conditions, so that a

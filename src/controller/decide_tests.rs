@@ -1,6 +1,7 @@
 //! The decision core as a table: (release, observations) → (phase, conditions, child, events).
 
 use super::*;
+use crate::api::PUBLISHED;
 use crate::api::{
     Blueprint, Catalog, Check, Contract, CoreBuildSpec, ImageReleaseSpec, PackageGuarantee, find_condition,
 };
@@ -119,10 +120,17 @@ fn building(target: Target) -> ImageRelease {
     apply(r.clone(), &decide(&r, &stored(1), &at(10)))
 }
 
-fn testing(target: Target) -> ImageRelease {
-    let r = building(target);
+/// A successful build whose digest exists in staging.
+fn built() -> Observed {
     let mut o = stored(1);
     o.build_job = Some(job("rel-a1-build", JobState::Succeeded, Some(&build_ok()), None));
+    o.staging_check = Some(Ok(true));
+    o
+}
+
+fn testing(target: Target) -> ImageRelease {
+    let r = building(target);
+    let o = built();
     apply(r.clone(), &decide(&r, &o, &at(20)))
 }
 
@@ -223,9 +231,7 @@ fn a_successful_build_records_the_digest_and_starts_testing() {
     assert_eq!(st.test.as_ref().unwrap().job_name, "rel-a1-test");
     // The same decision asked for the test Job in one go.
     let r0 = building(Target::Verified);
-    let mut o = stored(1);
-    o.build_job = Some(job("rel-a1-build", JobState::Succeeded, Some(&build_ok()), None));
-    let d = decide(&r0, &o, &at(20));
+    let d = decide(&r0, &built(), &at(20));
     assert!(matches!(&d.create, Some(Create::TestJob(_, image)) if image.ends_with(DIGEST)));
 }
 
@@ -271,8 +277,7 @@ fn a_lost_snapshot_fails_instead_of_guessing() {
 
 #[test]
 fn a_kept_contract_verifies() {
-    for (target, ready, reason) in
-        [(Target::Verified, "True", "Verified"), (Target::Published, "False", "AwaitingPublication")]
+    for (target, ready, reason) in [(Target::Verified, "True", "Verified"), (Target::Published, "False", "Publishing")]
     {
         let r = testing(target);
         let mut o = stored(1);
@@ -364,8 +369,7 @@ fn decisions_are_fixed_points_once_applied() {
     // Whatever state a release is in, deciding again on the same observations changes nothing.
     let mut o_running = stored(1);
     o_running.build_job = Some(job("rel-a1-build", JobState::Running, None, None));
-    let mut o_verified = stored(1);
-    o_verified.build_job = Some(job("rel-a1-build", JobState::Succeeded, Some(&build_ok()), None));
+    let mut o_verified = built();
     o_verified.test_job = Some(job("rel-a1-test", JobState::Succeeded, Some(&report("5.2", 0)), None));
     for (r, o) in [
         (release(Target::Verified, 1, None), Observed::default()),
@@ -391,4 +395,98 @@ fn history_is_bounded() {
     let d = decide(&r, &stored(2), &at(70));
     assert_eq!(d.status.history.len(), HISTORY_LIMIT);
     assert_eq!(d.status.history.last().unwrap().phase, Phase::Building);
+}
+
+#[test]
+fn the_built_digest_must_exist_in_staging() {
+    let r = building(Target::Verified);
+    let mut o = built();
+    assert_eq!(staging_digest_to_check(&r, o.build_job.as_ref()).as_deref(), Some(DIGEST));
+    // Not checked yet: wait.
+    o.staging_check = None;
+    let d = decide(&r, &o, &at(20));
+    assert_eq!((phase(&d), cond(&d, BUILT).1), (Phase::Building, "VerifyingDigest"));
+    // Missing: fail.
+    o.staging_check = Some(Ok(false));
+    let d = decide(&r, &o, &at(20));
+    assert_eq!(phase(&d), Phase::Failed);
+    assert_eq!(cond(&d, READY).1, "DigestNotInStaging");
+    assert!(cond(&d, READY).2.contains("does not exist in staging"));
+    // Registry down: wait, say which registry and why, look again soon.
+    o.staging_check = Some(Err(CatalogError::Registry(RegistryError::Unreachable {
+        registry: "registry.local".into(),
+        message: "connection refused".into(),
+    })));
+    let d = decide(&r, &o, &at(20));
+    assert_eq!(phase(&d), Phase::Building);
+    assert_eq!(cond(&d, BUILT).1, "RegistryUnavailable");
+    assert!(cond(&d, READY).2.contains("registry registry.local is unreachable: connection refused"));
+    assert_eq!(cond(&d, RECONCILING).0, "True");
+    assert_eq!(d.requeue_after, Some(Duration::from_secs(2)));
+}
+
+fn verified(target: Target) -> ImageRelease {
+    let r = testing(target);
+    let mut o = built();
+    o.test_job = Some(job("rel-a1-test", JobState::Succeeded, Some(&report("5.2", 0)), None));
+    apply(r.clone(), &decide(&r, &o, &at(30)))
+}
+
+#[test]
+fn a_verified_release_is_published_when_its_target_says_so() {
+    assert!(!wants_publication(&verified(Target::Verified)));
+    let r = verified(Target::Published);
+    assert!(wants_publication(&r));
+    let mut o = stored(1);
+    // Waiting for the edges.
+    let d = decide(&r, &o, &at(40));
+    assert_eq!((phase(&d), cond(&d, PUBLISHED).1), (Phase::Verified, "Publishing"));
+    // Published: references, dates, Ready.
+    o.publication = Some(Ok(DIGEST.into()));
+    o.channels = vec!["12".into(), "latest".into()];
+    let mut spec = snap(1);
+    spec.spec.lifecycle =
+        Some(crate::api::LifecyclePolicy { support_window: Some("24h".into()), ..Default::default() });
+    o.snapshot = Some(Ok(spec));
+    let d = decide(&r, &o, &at(40));
+    assert_eq!(phase(&d), Phase::Published);
+    assert_eq!(cond(&d, READY).0, "True");
+    assert_eq!(
+        d.status.published,
+        ["registry.local/core/debian:12.7.0", "registry.local/core/debian:12", "registry.local/core/debian:latest"]
+    );
+    assert_eq!(d.status.published_at, Some(at(40)));
+    assert_eq!(d.status.support_ends_at, Some(at(40 + 86400)));
+    assert!(d.notes.iter().any(|n| n.reason == "Published"));
+}
+
+#[test]
+fn publishing_waits_out_registry_outages_and_names_bad_credentials() {
+    let r = verified(Target::Published);
+    let mut o = stored(1);
+    let cases = [
+        (
+            CatalogError::Registry(RegistryError::Unreachable { registry: "r".into(), message: "refused".into() }),
+            "RegistryUnavailable",
+            false,
+        ),
+        (
+            CatalogError::Registry(RegistryError::Unauthorized { registry: "r".into(), message: "401".into() }),
+            "RegistryUnauthorized",
+            true,
+        ),
+        (CatalogError::Credentials("Secret push-creds does not exist".into()), "CredentialsInvalid", true),
+    ];
+    for (e, reason, stalled) in cases {
+        o.publication = Some(Err(e));
+        let d = decide(&r, &o, &at(50));
+        assert_eq!(phase(&d), Phase::Verified, "{reason}");
+        assert_eq!(cond(&d, PUBLISHED).1, reason);
+        assert_eq!(cond(&d, STALLED).0 == "True", stalled, "{reason}");
+        assert!(d.requeue_after.is_some(), "{reason}: it keeps trying");
+    }
+    // An existing version tag with another digest is never overwritten.
+    o.publication = Some(Err(CatalogError::Conflict { reference: "x:12.7.0".into(), existing: DIGEST.into() }));
+    let d = decide(&r, &o, &at(50));
+    assert_eq!((phase(&d), cond(&d, READY).1), (Phase::Failed, "VersionTagConflict"));
 }

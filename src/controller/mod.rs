@@ -1,36 +1,74 @@
-//! The controller daemon: kube-runtime wiring for the ImageRelease controller.
+//! The controller daemon: kube-runtime wiring of the ImageRelease and CoreBuild
+//! controllers, per watched namespace (or cluster-wide), plus the HTTP server.
 //!
 //! - [`decide`]: the pure decision core (what happens next to a release);
 //! - [`observe`]: Jobs and pods turned into observations (pure);
-//! - [`release`]: the reconcile edges (read, create, patch status, record events).
+//! - [`release`]: the ImageRelease reconcile edges (read, create, patch status, events);
+//! - [`corebuild`]: the CoreBuild reconciler (release counts, channel tags).
 
+pub mod corebuild;
 pub mod decide;
 pub mod observe;
 pub mod release;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use futures::StreamExt;
+use futures::future::{BoxFuture, FutureExt, Shared};
+use futures::{StreamExt, future};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Controller;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use tracing::{info, warn};
 
 use crate::api::{CoreBuild, ImageRelease, LABEL_RELEASE};
+use crate::http;
 
 /// Settings of the controller daemon.
 #[derive(Debug, Clone, Default)]
 pub struct Settings {
-    /// Watch only this namespace (all when `None`).
-    pub namespace: Option<String>,
+    /// Watch only these namespaces (all when empty).
+    pub namespaces: Vec<String>,
+    /// Address of the HTTP server (`/metrics`, `/livez`, `/readyz`).
+    pub http_addr: Option<SocketAddr>,
 }
 
-fn api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
+/// Resolves once SIGTERM or Ctrl-C arrives; cloneable, so every part stops on the same signal.
+pub type Shutdown = Shared<BoxFuture<'static, ()>>;
+
+/// The process's shutdown signal.
+pub fn shutdown_signal() -> Shutdown {
+    async {
+        #[cfg(unix)]
+        {
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the controller");
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+            tokio::select! {
+                _ = term.recv() => info!("SIGTERM received; shutting down"),
+                _ = tokio::signal::ctrl_c() => info!("interrupt received; shutting down"),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+    .boxed()
+    .shared()
+}
+
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where
     K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
 {
@@ -40,29 +78,60 @@ where
     }
 }
 
-/// Runs the ImageRelease controller until SIGTERM or Ctrl-C.
-pub async fn run(client: Client, settings: Settings) -> anyhow::Result<()> {
-    let releases: Api<ImageRelease> = api(&client, &settings.namespace);
-    let core_builds: Api<CoreBuild> = api(&client, &settings.namespace);
-    let jobs: Api<Job> = api(&client, &settings.namespace);
-    let config_maps: Api<PartialObjectMeta<ConfigMap>> = api(&client, &settings.namespace);
-
+/// Runs the controllers until `shutdown` resolves.
+pub async fn run(client: Client, settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
     let reporter = Reporter { controller: "coreforge".into(), instance: std::env::var("POD_NAME").ok() };
     let ctx = Arc::new(release::Context::new(client.clone(), Recorder::new(client.clone(), reporter)));
+    let scopes: Vec<Option<&str>> = if settings.namespaces.is_empty() {
+        vec![None]
+    } else {
+        settings.namespaces.iter().map(|n| Some(n.as_str())).collect()
+    };
+    let mut release_stores = Vec::new();
+    let mut runs = Vec::new();
+    for scope in scopes {
+        let (store, run) = scope_controllers(&client, scope, ctx.clone(), shutdown.clone());
+        release_stores.push(store);
+        runs.push(run);
+    }
+    let server = match settings.http_addr {
+        Some(addr) => http::serve(addr, release_stores, shutdown.clone()).boxed(),
+        None => future::ready(Ok(())).boxed(),
+    };
+    let (server, _) = future::join(server, future::join_all(runs)).await;
+    server?;
+    info!("controller stopped");
+    Ok(())
+}
+
+/// The controllers of one scope (a namespace, or the cluster): the release store (for
+/// readiness and metrics) and the future that runs them.
+fn scope_controllers(
+    client: &Client,
+    scope: Option<&str>,
+    ctx: Arc<release::Context>,
+    shutdown: Shutdown,
+) -> (Store<ImageRelease>, BoxFuture<'static, ()>) {
+    let releases: Api<ImageRelease> = api(client, scope);
+    let core_builds: Api<CoreBuild> = api(client, scope);
+    let jobs: Api<Job> = api(client, scope);
+    let config_maps: Api<PartialObjectMeta<ConfigMap>> = api(client, scope);
 
     // CoreBuilds are reflected so blueprint ConfigMaps can be mapped to their releases.
     let (core_build_store, core_build_writer) = reflector::store::<CoreBuild>();
-    let core_build_events =
-        watcher(core_builds, watcher::Config::default()).default_backoff().reflect(core_build_writer).touched_objects();
+    let core_build_events = watcher(core_builds.clone(), watcher::Config::default())
+        .default_backoff()
+        .reflect(core_build_writer)
+        .touched_objects();
     // Metadata only: a release waiting for its blueprint ConfigMap resumes when it appears.
     let config_map_events = watcher(config_maps, watcher::Config::default()).default_backoff().touched_objects();
 
-    let controller = Controller::new(releases, watcher::Config::default())
+    let release_controller = Controller::new(releases.clone(), watcher::Config::default())
         .owns(jobs, watcher::Config::default().labels(LABEL_RELEASE));
-    let release_store = controller.store();
+    let release_store = release_controller.store();
     let by_core_build = release_store.clone();
     let by_config_map = release_store.clone();
-    controller
+    let release_run = release_controller
         .watches_stream(core_build_events, move |cb: CoreBuild| {
             releases_of(&by_core_build, &cb.namespace().unwrap_or_default(), &cb.name_any())
         })
@@ -77,25 +146,33 @@ pub async fn run(client: Client, settings: Settings) -> anyhow::Result<()> {
                 .flat_map(|cb| releases_of(&by_config_map, &ns, &cb.name_any()))
                 .collect::<Vec<_>>()
         })
-        .shutdown_on_signal()
-        .run(release::reconcile, release::error_policy, ctx)
+        .graceful_shutdown_on(shutdown.clone())
+        .run(release::reconcile, release::error_policy, ctx.clone())
         .for_each(|result| async move {
             match result {
                 Ok((obj, _)) => tracing::debug!(release = %obj, "reconciled"),
                 Err(kube::runtime::controller::Error::ObjectNotFound(_)) => {}
-                Err(e) => warn!(error = %e, "reconcile failed"),
+                Err(e) => warn!(error = %e, "release reconcile failed"),
             }
+        });
+
+    // Every change of a release re-runs its CoreBuild (counts, channels).
+    let core_build_run = Controller::new(core_builds, watcher::Config::default())
+        .watches(releases, watcher::Config::default(), |r: ImageRelease| {
+            Some(ObjectRef::<CoreBuild>::new(&r.spec.core_build).within(&r.namespace().unwrap_or_default()))
         })
-        .await;
-    info!("controller stopped");
-    Ok(())
+        .graceful_shutdown_on(shutdown)
+        .run(corebuild::reconcile, corebuild::error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok(_) | Err(kube::runtime::controller::Error::ObjectNotFound(_)) => {}
+                Err(e) => warn!(error = %e, "corebuild reconcile failed"),
+            }
+        });
+    (release_store, future::join(release_run, core_build_run).map(|_| ()).boxed())
 }
 
-fn releases_of(
-    store: &reflector::Store<ImageRelease>,
-    namespace: &str,
-    core_build: &str,
-) -> Vec<ObjectRef<ImageRelease>> {
+fn releases_of(store: &Store<ImageRelease>, namespace: &str, core_build: &str) -> Vec<ObjectRef<ImageRelease>> {
     store
         .state()
         .into_iter()

@@ -18,11 +18,13 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use super::decide::{Create, Observed, decide, status_changed, wanted_attempt};
+use super::decide::{
+    CatalogError, Create, Observed, decide, staging_digest_to_check, status_changed, wanted_attempt, wants_publication,
+};
 use super::observe::observe_job;
 use crate::api::{CoreBuild, FIELD_MANAGER, ImageRelease, ImageReleaseStatus};
 use crate::snapshot::Snapshot;
-use crate::{jobs, names};
+use crate::{catalog, jobs, metrics, names};
 
 /// Why a reconcile failed. Metrics label errors by [`Error::kind`], never by message.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +64,11 @@ impl Context {
     /// A context for `client`, recording events with `recorder`.
     pub fn new(client: Client, recorder: Recorder) -> Self {
         Self { client, recorder, failures: Mutex::default() }
+    }
+
+    /// The Kubernetes client.
+    pub fn client(&self) -> Client {
+        self.client.clone()
     }
 }
 
@@ -153,6 +160,39 @@ async fn observe(client: &Client, ns: &str, release: &ImageRelease) -> Result<Ob
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     observed.build_job = observe_job_named(&jobs, &pods, &names::build_job(&name, attempt)).await?;
     observed.test_job = observe_job_named(&jobs, &pods, &names::test_job(&name, attempt)).await?;
+
+    let Some(Ok(snap)) = &observed.snapshot else { return Ok(observed) };
+    let catalog = &snap.spec.catalog;
+    if let Some(digest) = staging_digest_to_check(release, observed.build_job.as_ref()) {
+        let reference = format!("{}@{digest}", catalog.staging_repository);
+        observed.staging_check = Some(match catalog::registry(client, ns, catalog).await? {
+            Ok(registry) => registry.manifest_digest(&reference).await.map(|d| d.is_some()).map_err(CatalogError::from),
+            Err(e) => Err(e),
+        });
+    }
+    if wants_publication(release)
+        && let Some(digest) = release.status.as_ref().and_then(|s| s.digest.clone())
+    {
+        observed.publication = Some(match catalog::registry(client, ns, catalog).await? {
+            Ok(registry) => catalog::publish(&registry, catalog, &digest, &release.spec.version).await,
+            Err(e) => Err(e),
+        });
+    }
+    let published = observed.publication.as_ref().is_some_and(|p| p.is_ok())
+        || release.status.as_ref().and_then(|s| s.phase) == Some(crate::api::Phase::Published);
+    if published {
+        let cbs: Api<CoreBuild> = Api::namespaced(client.clone(), ns);
+        if let Some(cb) = cbs.get_opt(&release.spec.core_build).await? {
+            observed.channels = cb
+                .status
+                .map(|s| s.channels)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|c| c.version == release.spec.version)
+                .map(|c| c.name)
+                .collect();
+        }
+    }
     Ok(observed)
 }
 
@@ -168,6 +208,7 @@ async fn patch_status(api: &Api<ImageRelease>, name: &str, status: &ImageRelease
 
 /// Reconciles one ImageRelease.
 pub async fn reconcile(release: Arc<ImageRelease>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let _timer = metrics::ReconcileTimer::start("imagerelease");
     let ns = release.namespace().ok_or(Error::NoNamespace)?;
     let name = release.name_any();
     let span = info_span!("reconcile", namespace = %ns, name = %name);
@@ -226,6 +267,7 @@ async fn reconcile_once(release: &ImageRelease, ctx: &Context, ns: &str, name: &
         } else {
             debug!("status updated");
         }
+        record_metrics(release, &decision.status);
     }
 
     let reference = release.object_ref(&());
@@ -248,6 +290,42 @@ async fn reconcile_once(release: &ImageRelease, ctx: &Context, ns: &str, name: &
     })
 }
 
+/// Counts what a status change says happened: a phase transition, a finished step, a
+/// publication. Called only after the change was written, so nothing is counted twice.
+fn record_metrics(release: &ImageRelease, new: &ImageReleaseStatus) {
+    let m = &*metrics::METRICS;
+    let old = release.status.clone().unwrap_or_default();
+    let cb = release.spec.core_build.as_str();
+    if let Some(to) = new.phase
+        && old.phase != Some(to)
+    {
+        let from = old.phase.map(|p| p.as_str()).unwrap_or("None");
+        m.transitions.with_label_values(&[from, to.as_str()]).inc();
+    }
+    let steps =
+        [("build", &old.build, &new.build, &m.build_duration), ("test", &old.test, &new.test, &m.test_duration)];
+    for (step, before, after, histogram) in steps {
+        let Some(after) = after else { continue };
+        let finished_now = after.outcome.is_some()
+            && before.as_ref().is_none_or(|b| b.outcome.is_none() || b.job_name != after.job_name);
+        if !finished_now {
+            continue;
+        }
+        let outcome = if after.outcome.as_deref() == Some("Succeeded") { "succeeded" } else { "failed" };
+        m.step_outcomes.with_label_values(&[cb, step, outcome]).inc();
+        if let (Some(start), Some(end)) = (&after.started_at, &after.finished_at) {
+            histogram.with_label_values(&[cb]).observe(end.0.duration_since(start.0).as_secs_f64().max(0.0));
+        }
+    }
+    if old.published_at.is_none()
+        && let (Some(published), Some(created)) = (&new.published_at, &release.metadata.creation_timestamp)
+    {
+        m.time_to_publish
+            .with_label_values(&[cb])
+            .observe(published.0.duration_since(created.0).as_secs_f64().max(0.0));
+    }
+}
+
 /// Backs off exponentially per release on errors: 1 s, 2 s, 4 s … up to 5 minutes.
 pub fn error_policy(release: Arc<ImageRelease>, error: &Error, ctx: Arc<Context>) -> Action {
     let n = ctx
@@ -259,6 +337,7 @@ pub fn error_policy(release: Arc<ImageRelease>, error: &Error, ctx: Arc<Context>
             *n
         })
         .unwrap_or(1);
+    metrics::reconcile_error("imagerelease", error.kind());
     let delay = Duration::from_secs(1u64 << n.min(9).saturating_sub(1)).min(Duration::from_secs(300));
     warn!(namespace = ?release.namespace(), name = %release.name_any(), error = %error, kind = error.kind(), retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)

@@ -20,8 +20,11 @@ ETCD_BIN_DIR="$CACHE_DIR/etcd-$ETCD_VERSION/bin"
 KWOK_BIN_DIR="$CACHE_DIR/kwok-$KWOK_VERSION/bin"
 KUBE_BIN_DIR="$CACHE_DIR/kubernetes-$KUBERNETES_VERSION/bin"
 
-# The components in start order. down.sh stops them in reverse order.
-COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+# The components in start order. down.sh stops them in reverse order. The two
+# registries are Debian's docker-registry (the CNCF distribution registry):
+# `registry` is open, `registry-auth` requires the htpasswd credentials in
+# $STATE_DIR/registry-auth/credentials (user:password).
+COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok registry registry-auth)
 
 # Every loopback port the control plane listens on, in one place. The defaults
 # sit away from the well-known Kubernetes ports (2379, 6443, 10250-10259) so a
@@ -36,6 +39,8 @@ default_ports() {
   KCM_PORT=${COREFORGE_KCM_PORT:-16257}
   SCHEDULER_PORT=${COREFORGE_SCHEDULER_PORT:-16259}
   KWOK_PORT=${COREFORGE_KWOK_PORT:-16250}
+  REGISTRY_PORT=${COREFORGE_REGISTRY_PORT:-15000}
+  REGISTRY_AUTH_PORT=${COREFORGE_REGISTRY_AUTH_PORT:-15001}
 }
 
 # Loads the ports of the running (or last started) cluster, else the defaults.
@@ -55,6 +60,8 @@ component_ports() {
     kube-controller-manager) echo "$KCM_PORT" ;;
     kube-scheduler) echo "$SCHEDULER_PORT" ;;
     kwok) echo "$KWOK_PORT" ;;
+    registry) echo "$REGISTRY_PORT" ;;
+    registry-auth) echo "$REGISTRY_AUTH_PORT" ;;
   esac
 }
 
@@ -68,6 +75,8 @@ component_health_url() {
     kube-controller-manager) echo "https://127.0.0.1:$KCM_PORT/healthz" ;;
     kube-scheduler) echo "https://127.0.0.1:$SCHEDULER_PORT/healthz" ;;
     kwok) echo "http://127.0.0.1:$KWOK_PORT/healthz" ;;
+    registry) echo "http://127.0.0.1:$REGISTRY_PORT/v2/" ;;
+    registry-auth) echo "http://127.0.0.1:$REGISTRY_AUTH_PORT/v2/" ;;
   esac
 }
 
@@ -80,6 +89,9 @@ probe() {
   if [[ $url == https://* ]]; then args+=(--cacert "$STATE_DIR/pki/ca.crt"); fi
   if [[ $1 == kube-apiserver ]]; then
     args+=(--cert "$STATE_DIR/pki/admin.crt" --key "$STATE_DIR/pki/admin.key")
+  fi
+  if [[ $1 == registry-auth ]]; then
+    args+=(-u "$(cat "$STATE_DIR/registry-auth/credentials" 2>/dev/null)")
   fi
   curl "${args[@]}" "$url" 2>/dev/null
 }
@@ -101,10 +113,11 @@ alive() {
 is_ours() {
   local pid=$1 exe cache
   exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || return 1
+  exe=${exe% (deleted)}
   cache=$(realpath -m "$CACHE_DIR")
-  [[ $exe == "$cache"/* ]] || return 1
-  case $(basename "${exe% (deleted)}") in
-    server | kube-apiserver | kube-controller-manager | kube-scheduler | kwok) ;;
+  case $exe in
+    "$cache"/*/server | "$cache"/*/kube-apiserver | "$cache"/*/kube-controller-manager | "$cache"/*/kube-scheduler | "$cache"/*/kwok) ;;
+    /usr/bin/docker-registry) ;; # the registries, from Debian's package
     *) return 1 ;;
   esac
   tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$STATE_DIR/"
@@ -229,3 +242,40 @@ server_version() {
 }
 # k ARGS...: kubectl against the local control plane, never hanging forever.
 k() { "$(kubectl_bin)" --kubeconfig "$STATE_DIR/kubeconfig" --request-timeout=15s "$@"; }
+
+# registry_config NAME PORT [htpasswd]: writes the config of a local registry
+# (deletes enabled, storage in the state dir) and prints its path.
+registry_config() {
+  local name=$1 port=$2 htpasswd=${3:-} dir="$STATE_DIR/$1"
+  mkdir -p "$dir/data"
+  {
+    cat <<EOF
+version: 0.1
+log:
+  level: info
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $dir/data
+  delete:
+    enabled: true
+  maintenance:
+    uploadpurging:
+      enabled: false
+http:
+  addr: 127.0.0.1:$port
+  headers:
+    X-Content-Type-Options: [nosniff]
+EOF
+    if [[ -n $htpasswd ]]; then
+      cat <<EOF
+auth:
+  htpasswd:
+    realm: coreforge-local
+    path: $htpasswd
+EOF
+    fi
+  } >"$dir/config.yml"
+  echo "$dir/config.yml"
+}

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts the local Kubernetes control plane on loopback, as plain processes:
 # etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok, which
-# simulates the kubelets of a few fake nodes (see stages/ and README.md).
+# simulates the kubelets of a few fake nodes (see stages/ and README.md), and
+# two OCI registries (open, and with htpasswd credentials).
 #
 # Idempotent: a healthy cluster is reused; a half-started or crashed one is
 # stopped and replaced by a fresh one. Every wait is bounded and a failure
@@ -331,6 +332,8 @@ APISERVER_PORT=$APISERVER_PORT
 KCM_PORT=$KCM_PORT
 SCHEDULER_PORT=$SCHEDULER_PORT
 KWOK_PORT=$KWOK_PORT
+REGISTRY_PORT=$REGISTRY_PORT
+REGISTRY_AUTH_PORT=$REGISTRY_AUTH_PORT
 EOF
   # Convenience links; the components are started through them too, so `ps`
   # shows meaningful names (the etcd server binary is called `server`).
@@ -442,9 +445,18 @@ EOF
     --server-address "127.0.0.1:$KWOK_PORT" \
     --cidr "$POD_CIDR" \
     --node-lease-duration-seconds 40
+  log "starting the registries on 127.0.0.1:$REGISTRY_PORT (open) and 127.0.0.1:$REGISTRY_AUTH_PORT (htpasswd)"
+  start registry /usr/bin/docker-registry serve "$(registry_config registry "$REGISTRY_PORT")"
+  mkdir -p "$STATE_DIR/registry-auth"
+  echo "coreforge:$(openssl rand -hex 12)" >"$STATE_DIR/registry-auth/credentials"
+  htpasswd -Bbn coreforge "$(cut -d: -f2 "$STATE_DIR/registry-auth/credentials")" >"$STATE_DIR/registry-auth/htpasswd"
+  start registry-auth /usr/bin/docker-registry serve \
+    "$(registry_config registry-auth "$REGISTRY_AUTH_PORT" "$STATE_DIR/registry-auth/htpasswd")"
   wait_healthy kube-controller-manager 60
   wait_healthy kube-scheduler 60
   wait_healthy kwok 60
+  wait_healthy registry 30
+  wait_healthy registry-auth 30
 
   log "waiting for the nodes to be Ready"
   wait_until "$NODE_COUNT nodes to register" 30 kwok nodes_registered

@@ -1,0 +1,160 @@
+//! The service catalog: which registry a CoreBuild publishes to, with which credentials,
+//! publishing a verified digest under its version tag, and where each channel points.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, Client};
+
+use crate::api::{Catalog, ChannelStatus, Phase};
+use crate::controller::decide::CatalogError;
+use crate::registry::{Credentials, Registry};
+
+/// The registry client for a catalog, with the credentials of its Secret (if it names
+/// one). The outer error is the API server's; the inner one says what is wrong with the
+/// Secret.
+pub async fn registry(
+    client: &Client,
+    ns: &str,
+    catalog: &Catalog,
+) -> Result<Result<Registry, CatalogError>, kube::Error> {
+    let credentials = match &catalog.credentials_secret {
+        None => Credentials::default(),
+        Some(r) => {
+            let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+            let secret = match secrets.get_opt(&r.name).await {
+                Ok(s) => s,
+                // Forbidden: the controller is not allowed to read it; a person has to act.
+                Err(kube::Error::Api(e)) if e.code == 403 => {
+                    return Ok(Err(CatalogError::Credentials(format!(
+                        "reading Secret {} is forbidden: {}",
+                        r.name, e.message
+                    ))));
+                }
+                Err(e) => return Err(e),
+            };
+            let Some(secret) = secret else {
+                return Ok(Err(CatalogError::Credentials(format!("credentials Secret {} does not exist", r.name))));
+            };
+            let Some(json) = secret.data.as_ref().and_then(|d| d.get(".dockerconfigjson")) else {
+                return Ok(Err(CatalogError::Credentials(format!(
+                    "Secret {} has no .dockerconfigjson (it must be of type kubernetes.io/dockerconfigjson)",
+                    r.name
+                ))));
+            };
+            match Credentials::from_docker_config(&json.0) {
+                Ok(c) => c,
+                Err(e) => return Ok(Err(CatalogError::Credentials(format!("Secret {}: {e}", r.name)))),
+            }
+        }
+    };
+    Ok(Ok(Registry::new(catalog.tls.as_ref(), credentials)))
+}
+
+/// Publishes `staging@digest` as `repository:version`. Idempotent: a version tag that
+/// already points at `digest` is left as it is; one that points elsewhere is never
+/// overwritten.
+pub async fn publish(
+    registry: &Registry,
+    catalog: &Catalog,
+    digest: &str,
+    version: &str,
+) -> Result<String, CatalogError> {
+    let tag = tag_of(version);
+    let reference = format!("{}:{tag}", catalog.repository);
+    match registry.manifest_digest(&reference).await? {
+        Some(existing) if existing == digest => Ok(existing),
+        Some(existing) => Err(CatalogError::Conflict { reference, existing }),
+        None => Ok(registry.copy(&catalog.staging_repository, digest, &catalog.repository, &tag).await?),
+    }
+}
+
+/// The tag of a version (`+` is not allowed in tags).
+pub fn tag_of(version: &str) -> String {
+    version.replace('+', "_")
+}
+
+/// A release as the channel computation sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    /// Its version.
+    pub version: String,
+    /// Its phase.
+    pub phase: Phase,
+    /// Its digest.
+    pub digest: Option<String>,
+}
+
+/// Whether `version` belongs to `channel`: `latest` takes every version, `9` every 9.x.y,
+/// `9.4` every 9.4.y.
+pub fn matches(channel: &str, version: &semver::Version) -> bool {
+    let mut parts = channel.split('.');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some("latest"), None, None) => true,
+        (Some(major), None, None) => major.parse() == Ok(version.major),
+        (Some(major), Some(minor), None) => major.parse() == Ok(version.major) && minor.parse() == Ok(version.minor),
+        _ => false,
+    }
+}
+
+/// Where each channel should point: the newest Published release (by semver; pre-releases
+/// never enter a channel) that matches it. Channels with no such release are absent.
+pub fn desired_channels(channels: &[String], releases: &[Candidate]) -> Vec<ChannelStatus> {
+    let mut eligible: Vec<(semver::Version, &Candidate)> = releases
+        .iter()
+        .filter(|r| r.phase == Phase::Published && r.digest.is_some())
+        .filter_map(|r| semver::Version::parse(&r.version).ok().map(|v| (v, r)))
+        .filter(|(v, _)| v.pre.is_empty())
+        .collect();
+    eligible.sort_by(|a, b| b.0.cmp(&a.0));
+    let mut out: BTreeMap<&str, ChannelStatus> = BTreeMap::new();
+    for channel in channels {
+        if let Some((_, r)) = eligible.iter().find(|(v, _)| matches(channel, v)) {
+            out.insert(
+                channel,
+                ChannelStatus {
+                    name: channel.clone(),
+                    version: r.version.clone(),
+                    digest: r.digest.clone().unwrap_or_default(),
+                },
+            );
+        }
+    }
+    out.into_values().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(version: &str, phase: Phase) -> Candidate {
+        Candidate { version: version.into(), phase, digest: Some(format!("sha256:{version}")) }
+    }
+
+    #[test]
+    fn channels_point_at_the_newest_published_match() {
+        let releases = [
+            c("9.3.7", Phase::Published),
+            c("9.4.0", Phase::Published),
+            c("9.4.2", Phase::Published),
+            c("9.4.3", Phase::Verified),
+            c("9.5.0", Phase::Deprecated),
+            c("10.0.0-rc.1", Phase::Published),
+            c("8.10.1", Phase::Published),
+            c("8.11.0", Phase::Retired),
+        ];
+        let channels: Vec<String> =
+            ["9", "9.3", "9.4", "8", "latest", "10", "7"].iter().map(|s| s.to_string()).collect();
+        let got: Vec<(String, String)> =
+            desired_channels(&channels, &releases).into_iter().map(|c| (c.name, c.version)).collect();
+        let want = [("8", "8.10.1"), ("9", "9.4.2"), ("9.3", "9.3.7"), ("9.4", "9.4.2"), ("latest", "9.4.2")];
+        assert_eq!(got, want.map(|(a, b)| (a.to_string(), b.to_string())));
+    }
+
+    #[test]
+    fn channel_matching() {
+        let v = semver::Version::parse("12.7.1").unwrap();
+        assert!(matches("latest", &v) && matches("12", &v) && matches("12.7", &v));
+        assert!(!matches("1", &v) && !matches("12.70", &v) && !matches("13", &v) && !matches("12.7.1", &v));
+    }
+}

@@ -1,0 +1,463 @@
+//! The service catalog's registry client: OCI distribution (via `oci-client`) with
+//! credentials from a `kubernetes.io/dockerconfigjson` Secret, plain HTTP or TLS,
+//! timeouts, and retries with backoff for transient failures.
+//!
+//! Everything here is idempotent: copying a digest that is already there, or moving a
+//! tag to where it already points, changes nothing. That is what makes publishing
+//! crash-safe: re-running it after a crash anywhere converges to the same tags.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use base64::Engine;
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::manifest::{
+    IMAGE_MANIFEST_LIST_MEDIA_TYPE, IMAGE_MANIFEST_MEDIA_TYPE, OCI_IMAGE_INDEX_MEDIA_TYPE, OCI_IMAGE_MEDIA_TYPE,
+};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference, RegistryOperation};
+use serde::Deserialize;
+
+use crate::api::RegistryTls;
+use crate::metrics;
+
+const MANIFEST_TYPES: [&str; 4] =
+    [OCI_IMAGE_MEDIA_TYPE, OCI_IMAGE_INDEX_MEDIA_TYPE, IMAGE_MANIFEST_MEDIA_TYPE, IMAGE_MANIFEST_LIST_MEDIA_TYPE];
+const ATTEMPTS: u32 = 3;
+
+/// Why a registry operation failed. The variant decides what the controller does.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RegistryError {
+    /// No answer: connection refused, timeout, DNS, TLS. Retried with backoff.
+    #[error("registry {registry} is unreachable: {message}")]
+    Unreachable {
+        /// Registry host.
+        registry: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The registry refused the credentials (or their absence).
+    #[error("registry {registry} refused the credentials: {message}")]
+    Unauthorized {
+        /// Registry host.
+        registry: String,
+        /// What it said.
+        message: String,
+    },
+    /// The reference does not exist.
+    #[error("{reference} does not exist in the registry")]
+    NotFound {
+        /// What was looked for.
+        reference: String,
+    },
+    /// Any other refusal (bad request, server error, protocol violation).
+    #[error("registry {registry}: {message}")]
+    Other {
+        /// Registry host.
+        registry: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+impl RegistryError {
+    /// Bounded label for metrics and condition reasons.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RegistryError::Unreachable { .. } => "unreachable",
+            RegistryError::Unauthorized { .. } => "unauthorized",
+            RegistryError::NotFound { .. } => "not_found",
+            RegistryError::Other { .. } => "other",
+        }
+    }
+
+    fn transient(&self) -> bool {
+        matches!(self, RegistryError::Unreachable { .. } | RegistryError::Other { .. })
+    }
+
+    fn from_oci(e: OciDistributionError, reference: &Reference) -> Self {
+        let registry = reference.registry().to_string();
+        let not_found = |c: &OciErrorCode| {
+            matches!(
+                c,
+                OciErrorCode::ManifestUnknown
+                    | OciErrorCode::NameUnknown
+                    | OciErrorCode::BlobUnknown
+                    | OciErrorCode::NotFound
+            )
+        };
+        let denied = |c: &OciErrorCode| matches!(c, OciErrorCode::Unauthorized | OciErrorCode::Denied);
+        match e {
+            OciDistributionError::RequestError(r) => RegistryError::Unreachable { registry, message: error_chain(&r) },
+            OciDistributionError::UnauthorizedError { url } => {
+                RegistryError::Unauthorized { registry, message: format!("401 Unauthorized for {url}") }
+            }
+            OciDistributionError::AuthenticationFailure(message) => RegistryError::Unauthorized { registry, message },
+            OciDistributionError::ServerError { code: 401 | 403, message, .. } => {
+                RegistryError::Unauthorized { registry, message }
+            }
+            OciDistributionError::ServerError { code: 404, .. }
+            | OciDistributionError::ImageManifestNotFoundError(_) => {
+                RegistryError::NotFound { reference: reference.whole() }
+            }
+            OciDistributionError::RegistryError { envelope, url } => {
+                if envelope.errors.iter().any(|e| not_found(&e.code)) {
+                    RegistryError::NotFound { reference: reference.whole() }
+                } else if envelope.errors.iter().any(|e| denied(&e.code)) {
+                    RegistryError::Unauthorized { registry, message: format!("{url}: {envelope}") }
+                } else {
+                    RegistryError::Other { registry, message: format!("{url}: {envelope}") }
+                }
+            }
+            other => RegistryError::Other { registry, message: other.to_string() },
+        }
+    }
+}
+
+/// The error and its causes on one line (reqwest hides the useful part in the source).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+/// Registry credentials by registry host, from a Docker config JSON.
+#[derive(Clone, Default, PartialEq)]
+pub struct Credentials(BTreeMap<String, (String, String)>);
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.keys()).finish()
+    }
+}
+
+#[derive(Deserialize)]
+struct DockerConfig {
+    auths: BTreeMap<String, DockerAuth>,
+}
+
+#[derive(Deserialize)]
+struct DockerAuth {
+    #[serde(default)]
+    auth: Option<String>,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+}
+
+impl Credentials {
+    /// Parses the `.dockerconfigjson` of a Secret (`{"auths":{"host":{"auth":"base64(user:pass)"}}}`).
+    pub fn from_docker_config(json: &[u8]) -> Result<Self, String> {
+        let value: serde_json::Value =
+            serde_json::from_slice(json).map_err(|e| format!(".dockerconfigjson is not JSON: {e}"))?;
+        if value.get("auths").is_none_or(|a| !a.is_object()) {
+            return Err(".dockerconfigjson has no \"auths\" object".into());
+        }
+        let config: DockerConfig =
+            serde_json::from_value(value).map_err(|e| format!(".dockerconfigjson is not a Docker config: {e}"))?;
+        let mut out = BTreeMap::new();
+        for (host, a) in config.auths {
+            let host = host.trim_start_matches("https://").trim_start_matches("http://").trim_end_matches('/');
+            let host = host.strip_suffix("/v1").or_else(|| host.strip_suffix("/v2")).unwrap_or(host).to_string();
+            let pair = match (a.auth, a.username, a.password) {
+                (_, Some(u), Some(p)) => (u, p),
+                (Some(auth), _, _) => {
+                    let decoded = base64::engine::general_purpose::STANDARD
+                        .decode(auth.trim())
+                        .map_err(|e| format!("the auth of {host} is not base64: {e}"))?;
+                    let text = String::from_utf8(decoded).map_err(|_| format!("the auth of {host} is not UTF-8"))?;
+                    let (u, p) =
+                        text.split_once(':').ok_or_else(|| format!("the auth of {host} is not user:password"))?;
+                    (u.to_string(), p.to_string())
+                }
+                _ => return Err(format!("the entry for {host} has neither auth nor username and password")),
+            };
+            out.insert(host, pair);
+        }
+        Ok(Credentials(out))
+    }
+
+    fn for_registry(&self, registry: &str) -> RegistryAuth {
+        match self.0.get(registry) {
+            Some((u, p)) => RegistryAuth::Basic(u.clone(), p.clone()),
+            None => RegistryAuth::Anonymous,
+        }
+    }
+}
+
+/// A registry client for one CoreBuild's catalog (its TLS settings and credentials).
+pub struct Registry {
+    client: Client,
+    credentials: Credentials,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Descriptor {
+    digest: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AnyManifest {
+    #[serde(default)]
+    media_type: Option<String>,
+    #[serde(default)]
+    config: Option<Descriptor>,
+    #[serde(default)]
+    layers: Vec<Descriptor>,
+    #[serde(default)]
+    manifests: Option<Vec<Descriptor>>,
+}
+
+impl AnyManifest {
+    fn media_type(&self) -> &str {
+        match (&self.media_type, &self.manifests) {
+            (Some(m), _) => m,
+            (None, Some(_)) => OCI_IMAGE_INDEX_MEDIA_TYPE,
+            (None, None) => OCI_IMAGE_MEDIA_TYPE,
+        }
+    }
+}
+
+fn parse_reference(text: &str) -> Result<Reference, RegistryError> {
+    text.parse::<Reference>().map_err(|e| RegistryError::Other {
+        registry: text.split('/').next().unwrap_or_default().to_string(),
+        message: format!("{text:?} is not an image reference: {e}"),
+    })
+}
+
+impl Registry {
+    /// A client honouring the catalog's TLS settings, with connect and read timeouts.
+    pub fn new(tls: Option<&RegistryTls>, credentials: Credentials) -> Self {
+        let insecure = tls.is_some_and(|t| t.insecure);
+        let config = ClientConfig {
+            protocol: if insecure { ClientProtocol::Http } else { ClientProtocol::Https },
+            accept_invalid_certificates: tls.is_some_and(|t| t.skip_verify),
+            connect_timeout: Some(Duration::from_secs(5)),
+            read_timeout: Some(Duration::from_secs(60)),
+            user_agent: concat!("coreforge/", env!("CARGO_PKG_VERSION")),
+            ..Default::default()
+        };
+        Registry { client: Client::new(config), credentials }
+    }
+
+    /// Runs `op` up to three times, backing off 0.5 s, then 1 s, on transient failures;
+    /// counts every attempt in the registry metrics under `operation`.
+    async fn retry<T, F, Fut>(&self, operation: &'static str, mut op: F) -> Result<T, RegistryError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, RegistryError>>,
+    {
+        let mut delay = Duration::from_millis(500);
+        let mut attempt = 1;
+        loop {
+            let result = op().await;
+            // "Not there" is an answer, not a failure (a tag that does not exist yet).
+            let failure = result.as_ref().err().filter(|e| !matches!(e, RegistryError::NotFound { .. }));
+            metrics::registry_request(operation, failure.map(RegistryError::kind));
+            match result {
+                Err(e) if e.transient() && attempt < ATTEMPTS => {
+                    tracing::debug!(operation, attempt, error = %e, "registry request failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// The digest `reference` (`repo:tag` or `repo@digest`) resolves to, or `None` when
+    /// it does not exist.
+    pub async fn manifest_digest(&self, reference: &str) -> Result<Option<String>, RegistryError> {
+        let r = parse_reference(reference)?;
+        let auth = self.credentials.for_registry(r.resolve_registry());
+        let found = self
+            .retry("head_manifest", || async {
+                self.client.fetch_manifest_digest(&r, &auth).await.map_err(|e| RegistryError::from_oci(e, &r))
+            })
+            .await;
+        match found {
+            Ok(d) => Ok(Some(d)),
+            Err(RegistryError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn manifest(&self, r: &Reference) -> Result<(bytes::Bytes, String), RegistryError> {
+        let auth = self.credentials.for_registry(r.resolve_registry());
+        self.retry("get_manifest", || async {
+            self.client.pull_manifest_raw(r, &auth, &MANIFEST_TYPES).await.map_err(|e| RegistryError::from_oci(e, r))
+        })
+        .await
+    }
+
+    async fn copy_blob(&self, src: &Reference, dst: &Reference, digest: &str) -> Result<(), RegistryError> {
+        let auth = self.credentials.for_registry(dst.resolve_registry());
+        self.client.auth(dst, &auth, RegistryOperation::Push).await.map_err(|e| RegistryError::from_oci(e, dst))?;
+        let dst_blob = Reference::with_digest(dst.registry().into(), dst.repository().into(), digest.into());
+        let exists = self
+            .retry("head_blob", || async {
+                self.client.blob_exists(&dst_blob, digest).await.map_err(|e| RegistryError::from_oci(e, dst))
+            })
+            .await?;
+        if exists {
+            return Ok(());
+        }
+        if src.resolve_registry() == dst.resolve_registry() {
+            // Cross-repository mount: the registry links the blob, nothing is transferred.
+            let mounted = self.client.mount_blob(dst, src, digest).await.map_err(|e| RegistryError::from_oci(e, dst));
+            metrics::registry_request("mount_blob", mounted.as_ref().err().map(RegistryError::kind));
+            if mounted.is_ok() {
+                return Ok(());
+            }
+        }
+        let src_auth = self.credentials.for_registry(src.resolve_registry());
+        self.client.auth(src, &src_auth, RegistryOperation::Pull).await.map_err(|e| RegistryError::from_oci(e, src))?;
+        let data = self
+            .retry("get_blob", || async {
+                let mut data = Vec::new();
+                let desc = oci_client::manifest::OciDescriptor { digest: digest.into(), ..Default::default() };
+                self.client.pull_blob(src, &desc, &mut data).await.map_err(|e| RegistryError::from_oci(e, src))?;
+                Ok(data)
+            })
+            .await?;
+        self.retry("put_blob", || async {
+            self.client.push_blob(dst, data.clone(), digest).await.map_err(|e| RegistryError::from_oci(e, dst))
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Makes `dst_repo:tag` point at `src_repo@digest`: copies (or mounts) every blob and
+    /// child manifest first, then puts the manifest's exact bytes under the tag, so the
+    /// digest is preserved. Returns the digest `dst_repo:tag` resolves to afterwards.
+    pub async fn copy(&self, src_repo: &str, digest: &str, dst_repo: &str, tag: &str) -> Result<String, RegistryError> {
+        let src = parse_reference(&format!("{src_repo}@{digest}"))?;
+        let dst = parse_reference(&format!("{dst_repo}:{tag}"))?;
+        self.copy_manifest(&src, &dst, digest, true).await?;
+        let now = self.manifest_digest(&format!("{dst_repo}:{tag}")).await?;
+        match now {
+            Some(d) if d == digest => Ok(d),
+            Some(d) => Err(RegistryError::Other {
+                registry: dst.registry().to_string(),
+                message: format!("{dst_repo}:{tag} resolves to {d} after the copy, expected {digest}"),
+            }),
+            None => Err(RegistryError::NotFound { reference: format!("{dst_repo}:{tag}") }),
+        }
+    }
+
+    async fn copy_manifest(
+        &self,
+        src: &Reference,
+        dst: &Reference,
+        digest: &str,
+        tagged: bool,
+    ) -> Result<(), RegistryError> {
+        let (bytes, got) = self.manifest(src).await?;
+        if got != digest {
+            return Err(RegistryError::Other {
+                registry: src.registry().to_string(),
+                message: format!("{} served a manifest with digest {got}", src.whole()),
+            });
+        }
+        let parsed: AnyManifest = serde_json::from_slice(&bytes).map_err(|e| RegistryError::Other {
+            registry: src.registry().to_string(),
+            message: format!("{} is not a manifest: {e}", src.whole()),
+        })?;
+        for child in parsed.manifests.iter().flatten() {
+            let child_src =
+                Reference::with_digest(src.registry().into(), src.repository().into(), child.digest.clone());
+            let child_dst =
+                Reference::with_digest(dst.registry().into(), dst.repository().into(), child.digest.clone());
+            Box::pin(self.copy_manifest(&child_src, &child_dst, &child.digest, false)).await?;
+        }
+        for blob in parsed.config.iter().chain(parsed.layers.iter()) {
+            self.copy_blob(src, dst, &blob.digest).await?;
+        }
+        let target = if tagged {
+            dst.clone()
+        } else {
+            Reference::with_digest(dst.registry().into(), dst.repository().into(), digest.into())
+        };
+        let content_type = http::HeaderValue::from_str(parsed.media_type()).map_err(|e| RegistryError::Other {
+            registry: dst.registry().to_string(),
+            message: format!("bad media type: {e}"),
+        })?;
+        self.retry("put_manifest", || async {
+            self.client
+                .push_manifest_raw(&target, bytes.clone(), content_type.clone())
+                .await
+                .map_err(|e| RegistryError::from_oci(e, &target))
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Pushes a manifest (with the blobs it names) under `repo:tag`; used to seed images.
+    pub async fn push_image(
+        &self,
+        repo: &str,
+        tag: &str,
+        config: Vec<u8>,
+        layers: Vec<Vec<u8>>,
+    ) -> Result<String, RegistryError> {
+        let r = parse_reference(&format!("{repo}:{tag}"))?;
+        let auth = self.credentials.for_registry(r.resolve_registry());
+        self.client.auth(&r, &auth, RegistryOperation::Push).await.map_err(|e| RegistryError::from_oci(e, &r))?;
+        let digest = |b: &[u8]| crate::names::sha256(b);
+        let mut layer_descs = Vec::new();
+        for layer in &layers {
+            let d = digest(layer);
+            self.client.push_blob(&r, layer.clone(), &d).await.map_err(|e| RegistryError::from_oci(e, &r))?;
+            layer_descs.push(serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": layer.len()}));
+        }
+        let config_digest = digest(&config);
+        self.client.push_blob(&r, config.clone(), &config_digest).await.map_err(|e| RegistryError::from_oci(e, &r))?;
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_IMAGE_MEDIA_TYPE,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
+            "layers": layer_descs,
+        });
+        let body = serde_json::to_vec(&manifest).unwrap_or_default();
+        let d = digest(&body);
+        self.client
+            .push_manifest_raw(&r, body, http::HeaderValue::from_static(OCI_IMAGE_MEDIA_TYPE))
+            .await
+            .map_err(|e| RegistryError::from_oci(e, &r))?;
+        Ok(d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_from_docker_config() {
+        let auth = base64::engine::general_purpose::STANDARD.encode("robot:s3cret");
+        let json = format!(
+            r#"{{"auths":{{"registry.example.com":{{"auth":"{auth}"}},"https://other.example.com/v1/":{{"username":"u","password":"p"}}}}}}"#
+        );
+        let c = Credentials::from_docker_config(json.as_bytes()).unwrap();
+        assert_eq!(c.for_registry("registry.example.com"), RegistryAuth::Basic("robot".into(), "s3cret".into()));
+        assert_eq!(c.for_registry("other.example.com"), RegistryAuth::Basic("u".into(), "p".into()));
+        assert_eq!(c.for_registry("elsewhere"), RegistryAuth::Anonymous);
+        assert!(!format!("{c:?}").contains("s3cret"), "credentials never show in logs");
+        for bad in [r#"{"auths":{"r":{"auth":"!!"}}}"#, r#"{"auths":{"r":{}}}"#, "[]"] {
+            assert!(Credentials::from_docker_config(bad.as_bytes()).is_err(), "{bad}");
+        }
+    }
+}
