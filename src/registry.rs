@@ -19,7 +19,7 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference, RegistryOperation};
 use serde::Deserialize;
 
-use crate::api::RegistryTls;
+use crate::api::{ImageConfig, RegistryTls};
 use crate::metrics;
 
 const MANIFEST_TYPES: [&str; 4] =
@@ -240,6 +240,9 @@ fn parse_reference(text: &str) -> Result<Reference, RegistryError> {
 impl Registry {
     /// A client honouring the catalog's TLS settings, with connect and read timeouts.
     pub fn new(tls: Option<&RegistryTls>, credentials: Credentials) -> Self {
+        // The HTTPS client needs a process-wide crypto provider: ring, as for the
+        // Kubernetes client. Installing it again is a harmless no-op.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let insecure = tls.is_some_and(|t| t.insecure);
         let config = ClientConfig {
             protocol: if insecure { ClientProtocol::Http } else { ClientProtocol::Https },
@@ -247,6 +250,7 @@ impl Registry {
             connect_timeout: Some(Duration::from_secs(5)),
             read_timeout: Some(Duration::from_secs(60)),
             user_agent: concat!("coreforge/", env!("CARGO_PKG_VERSION")),
+            platform_resolver: Some(Box::new(oci_client::client::linux_amd64_resolver)),
             ..Default::default()
         };
         Registry { client: Client::new(config), credentials }
@@ -293,6 +297,48 @@ impl Registry {
             Err(RegistryError::NotFound { .. }) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// The image config of `reference` (entrypoint, exposed ports, user), or `None` when
+    /// the image does not exist. For an index, the linux/amd64 image.
+    pub async fn image_config(&self, reference: &str) -> Result<Option<ImageConfig>, RegistryError> {
+        let r = parse_reference(reference)?;
+        let auth = self.credentials.for_registry(r.resolve_registry());
+        let pulled = self
+            .retry("get_config", || async {
+                self.client.pull_manifest_and_config(&r, &auth).await.map_err(|e| RegistryError::from_oci(e, &r))
+            })
+            .await;
+        let config = match pulled {
+            Ok((_, _, config)) => config,
+            Err(RegistryError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        #[derive(Deserialize, Default)]
+        #[serde(rename_all = "PascalCase")]
+        struct Inner {
+            #[serde(default)]
+            entrypoint: Option<Vec<String>>,
+            #[serde(default)]
+            exposed_ports: Option<BTreeMap<String, serde_json::Value>>,
+            #[serde(default)]
+            user: Option<String>,
+        }
+        #[derive(Deserialize)]
+        struct Outer {
+            #[serde(default)]
+            config: Option<Inner>,
+        }
+        let outer: Outer = serde_json::from_str(&config).map_err(|e| RegistryError::Other {
+            registry: r.registry().to_string(),
+            message: format!("the config of {reference} is not an image config: {e}"),
+        })?;
+        let inner = outer.config.unwrap_or_default();
+        Ok(Some(ImageConfig {
+            entrypoint: inner.entrypoint,
+            ports: inner.exposed_ports.map(|p| p.into_keys().collect()).unwrap_or_default(),
+            user: inner.user.filter(|u| !u.is_empty()),
+        }))
     }
 
     async fn manifest(&self, r: &Reference) -> Result<(bytes::Bytes, String), RegistryError> {

@@ -16,7 +16,7 @@ use crate::api::{
     ANNOTATION_RETRY, BUILT, ImageRelease, ImageReleaseStatus, Phase, READY, RECONCILING, STALLED, StepStatus, TESTED,
     Target, Transition, set_condition,
 };
-use crate::api::{PUBLISHED, parse_duration};
+use crate::api::{ImageConfig, PUBLISHED, parse_duration};
 use crate::contract;
 use crate::registry::RegistryError;
 use crate::results;
@@ -73,9 +73,10 @@ pub struct Observed {
     pub build_job: Option<JobObservation>,
     /// The attempt's test Job.
     pub test_job: Option<JobObservation>,
-    /// Whether the digest the build reported exists in staging (filled in by the edges
-    /// when [`staging_digest_to_check`] names one).
-    pub staging_check: Option<Result<bool, CatalogError>>,
+    /// The config of the image the build reported, read from staging (`None` inside: it
+    /// does not exist there); filled in by the edges when [`staging_digest_to_check`]
+    /// names a digest.
+    pub staging_check: Option<Result<Option<ImageConfig>, CatalogError>>,
     /// The outcome of publishing (filled in by the edges when [`wants_publication`]):
     /// the digest the version tag resolves to.
     pub publication: Option<Result<String, CatalogError>>,
@@ -495,9 +496,9 @@ fn build(cx: &mut Ctx, observed: &Observed) {
             Ok(r) => {
                 let Some(snap) = cx.snapshot(observed) else { return };
                 let image = format!("{}@{}", snap.spec.catalog.staging_repository, r.digest);
-                match &observed.staging_check {
-                    Some(Ok(true)) => {}
-                    Some(Ok(false)) => {
+                let config = match &observed.staging_check {
+                    Some(Ok(Some(config))) => config.clone(),
+                    Some(Ok(None)) => {
                         let msg = format!("build Job {} reported {image}, which does not exist in staging", job.name);
                         return cx.fail(BUILT, "DigestNotInStaging", msg);
                     }
@@ -507,10 +508,11 @@ fn build(cx: &mut Ctx, observed: &Observed) {
                         cx.condition(BUILT, None, "VerifyingDigest", &msg);
                         return cx.headline("VerifyingDigest", msg);
                     }
-                }
+                };
                 cx.st.short_digest = Some(r.digest.trim_start_matches("sha256:").chars().take(12).collect());
                 cx.st.digest = Some(r.digest);
-                cx.st.image_config = r.config;
+                // What the registry serves is the truth; a builder's own report is not needed.
+                cx.st.image_config = Some(config);
                 let msg = format!("built and pushed {image}");
                 cx.st.staging_image = Some(image);
                 cx.condition(BUILT, Some(true), "BuildSucceeded", &msg);

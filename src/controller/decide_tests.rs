@@ -124,7 +124,7 @@ fn building(target: Target) -> ImageRelease {
 fn built() -> Observed {
     let mut o = stored(1);
     o.build_job = Some(job("rel-a1-build", JobState::Succeeded, Some(&build_ok()), None));
-    o.staging_check = Some(Ok(true));
+    o.staging_check = Some(Ok(Some(crate::api::ImageConfig::default())));
     o
 }
 
@@ -407,7 +407,7 @@ fn the_built_digest_must_exist_in_staging() {
     let d = decide(&r, &o, &at(20));
     assert_eq!((phase(&d), cond(&d, BUILT).1), (Phase::Building, "VerifyingDigest"));
     // Missing: fail.
-    o.staging_check = Some(Ok(false));
+    o.staging_check = Some(Ok(None));
     let d = decide(&r, &o, &at(20));
     assert_eq!(phase(&d), Phase::Failed);
     assert_eq!(cond(&d, READY).1, "DigestNotInStaging");

@@ -166,7 +166,7 @@ async fn observe(client: &Client, ns: &str, release: &ImageRelease) -> Result<Ob
     if let Some(digest) = staging_digest_to_check(release, observed.build_job.as_ref()) {
         let reference = format!("{}@{digest}", catalog.staging_repository);
         observed.staging_check = Some(match catalog::registry(client, ns, catalog).await? {
-            Ok(registry) => registry.manifest_digest(&reference).await.map(|d| d.is_some()).map_err(CatalogError::from),
+            Ok(registry) => registry.image_config(&reference).await.map_err(CatalogError::from),
             Err(e) => Err(e),
         });
     }

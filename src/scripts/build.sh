@@ -2,7 +2,7 @@
 # coreforge default build script: runs in the build Job's container (the default
 # builder image is buildah). It receives the builder contract in COREFORGE_* variables
 # (see the README, "Builder contract"), builds the blueprint on the pinned base, pushes
-# the image to staging and reports {"digest":"sha256:…","config":{…}} as JSON in
+# the image to staging and reports {"digest":"sha256:…"} as JSON in
 # $COREFORGE_RESULT_FILE (the container's termination message).
 set -eu
 
@@ -24,10 +24,6 @@ echo "coreforge: pushing to $COREFORGE_DESTINATION" >&2
 bah push "$tls" --digestfile "$store/digest" coreforge-build "docker://$COREFORGE_DESTINATION" >&2
 digest=$(cat "$store/digest")
 
-# Only the config fields the contract can guarantee, so the result stays far below 4 KiB.
-config=$(bah inspect --type image \
-  --format '{"Entrypoint":{{json .OCIv1.Config.Entrypoint}},"ExposedPorts":{{json .OCIv1.Config.ExposedPorts}},"User":{{json .OCIv1.Config.User}}}' \
-  coreforge-build)
-
-printf '{"digest":"%s","config":%s}\n' "$digest" "$config" >"$result"
+# The controller reads the image config from the registry itself; the digest is all it needs.
+printf '{"digest":"%s"}\n' "$digest" >"$result"
 echo "coreforge: built $COREFORGE_DESTINATION@$digest" >&2

@@ -14,7 +14,8 @@ set -u
 result=${COREFORGE_RESULT_FILE:-/dev/termination-log}
 budget=${COREFORGE_OUTPUT_BUDGET:-256}
 limit=4000
-tmp=$(mktemp -d 2>/dev/null) || { tmp=/tmp/coreforge-test.$$; mkdir -p "$tmp"; }
+tmp=$(mktemp -d 2>/dev/null) || { tmp=/tmp/coreforge-test.$$; mkdir -p "$tmp"; } ||
+  { echo "coreforge: no writable /tmp (the test Job mounts one)" >&2; exit 1; }
 tab=$(printf '\t')
 cr=$(printf '\r')
 
