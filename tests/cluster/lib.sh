@@ -23,8 +23,11 @@ KUBE_BIN_DIR="$CACHE_DIR/kubernetes-$KUBERNETES_VERSION/bin"
 # The components in start order. down.sh stops them in reverse order. The two
 # registries are Debian's docker-registry (the CNCF distribution registry):
 # `registry` is open, `registry-auth` requires the htpasswd credentials in
-# $STATE_DIR/registry-auth/credentials (user:password).
-COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok registry registry-auth)
+# $STATE_DIR/registry-auth/credentials (user:password). Prometheus (Debian's)
+# scrapes every controller a test announces in $STATE_DIR/prometheus/targets/
+# (file service discovery, job `coreforge`) and evaluates
+# deploy/monitoring/rules.yaml.
+COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok registry registry-auth prometheus)
 
 # Every loopback port the control plane listens on, in one place. The defaults
 # sit away from the well-known Kubernetes ports (2379, 6443, 10250-10259) so a
@@ -41,6 +44,7 @@ default_ports() {
   KWOK_PORT=${COREFORGE_KWOK_PORT:-16250}
   REGISTRY_PORT=${COREFORGE_REGISTRY_PORT:-15000}
   REGISTRY_AUTH_PORT=${COREFORGE_REGISTRY_AUTH_PORT:-15001}
+  PROMETHEUS_PORT=${COREFORGE_PROMETHEUS_PORT:-19090}
 }
 
 # Loads the ports of the running (or last started) cluster, else the defaults.
@@ -62,6 +66,7 @@ component_ports() {
     kwok) echo "$KWOK_PORT" ;;
     registry) echo "$REGISTRY_PORT" ;;
     registry-auth) echo "$REGISTRY_AUTH_PORT" ;;
+    prometheus) echo "$PROMETHEUS_PORT" ;;
   esac
 }
 
@@ -77,6 +82,7 @@ component_health_url() {
     kwok) echo "http://127.0.0.1:$KWOK_PORT/healthz" ;;
     registry) echo "http://127.0.0.1:$REGISTRY_PORT/v2/" ;;
     registry-auth) echo "http://127.0.0.1:$REGISTRY_AUTH_PORT/v2/" ;;
+    prometheus) echo "http://127.0.0.1:$PROMETHEUS_PORT/-/ready" ;;
   esac
 }
 
@@ -117,7 +123,7 @@ is_ours() {
   cache=$(realpath -m "$CACHE_DIR")
   case $exe in
     "$cache"/*/server | "$cache"/*/kube-apiserver | "$cache"/*/kube-controller-manager | "$cache"/*/kube-scheduler | "$cache"/*/kwok) ;;
-    /usr/bin/docker-registry) ;; # the registries, from Debian's package
+    /usr/bin/docker-registry | /usr/bin/prometheus) ;; # from Debian's packages
     *) return 1 ;;
   esac
   tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$STATE_DIR/"
@@ -278,4 +284,24 @@ EOF
     fi
   } >"$dir/config.yml"
   echo "$dir/config.yml"
+}
+
+# prometheus_config: writes the local Prometheus's config and prints its path.
+prometheus_config() {
+  local dir="$STATE_DIR/prometheus"
+  mkdir -p "$dir/targets" "$dir/data"
+  cat >"$dir/prometheus.yml" <<EOF
+# Scrapes fast so tests see series within seconds.
+global:
+  scrape_interval: 2s
+  evaluation_interval: 2s
+rule_files:
+  - $REPO_ROOT/deploy/monitoring/rules.yaml
+scrape_configs:
+  - job_name: coreforge
+    file_sd_configs:
+      - files: ["$dir/targets/*.json"]
+        refresh_interval: 2s
+EOF
+  echo "$dir/prometheus.yml"
 }

@@ -2,7 +2,7 @@
 # Starts the local Kubernetes control plane on loopback, as plain processes:
 # etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok, which
 # simulates the kubelets of a few fake nodes (see stages/ and README.md), and
-# two OCI registries (open, and with htpasswd credentials).
+# two OCI registries (open, and with htpasswd credentials) and Prometheus.
 #
 # Idempotent: a healthy cluster is reused; a half-started or crashed one is
 # stopped and replaced by a fresh one. Every wait is bounded and a failure
@@ -201,7 +201,7 @@ wait_until() {
 # e.g. kwok only reads the stages at start, and a bumped KUBERNETES_VERSION
 # must not keep serving the old apiserver.
 fingerprint() {
-  cat "$CLUSTER_SCRIPTS/versions.env" "$CLUSTER_SCRIPTS"/stages/*.yaml "$CLUSTER_SCRIPTS/audit-policy.yaml" "$CLUSTER_SCRIPTS/up.sh" | sha256sum | cut -c1-16
+  cat "$CLUSTER_SCRIPTS/versions.env" "$CLUSTER_SCRIPTS"/stages/*.yaml "$CLUSTER_SCRIPTS/audit-policy.yaml" "$CLUSTER_SCRIPTS/lib.sh" "$CLUSTER_SCRIPTS/up.sh" | sha256sum | cut -c1-16
 }
 
 # healthy: whether the cluster in $STATE_DIR is complete and working; if not,
@@ -334,6 +334,7 @@ SCHEDULER_PORT=$SCHEDULER_PORT
 KWOK_PORT=$KWOK_PORT
 REGISTRY_PORT=$REGISTRY_PORT
 REGISTRY_AUTH_PORT=$REGISTRY_AUTH_PORT
+PROMETHEUS_PORT=$PROMETHEUS_PORT
 EOF
   # Convenience links; the components are started through them too, so `ps`
   # shows meaningful names (the etcd server binary is called `server`).
@@ -452,11 +453,19 @@ EOF
   htpasswd -Bbn coreforge "$(cut -d: -f2 "$STATE_DIR/registry-auth/credentials")" >"$STATE_DIR/registry-auth/htpasswd"
   start registry-auth /usr/bin/docker-registry serve \
     "$(registry_config registry-auth "$REGISTRY_AUTH_PORT" "$STATE_DIR/registry-auth/htpasswd")"
+  log "starting Prometheus on http://127.0.0.1:$PROMETHEUS_PORT"
+  start prometheus /usr/bin/prometheus \
+    --config.file "$(prometheus_config)" \
+    --storage.tsdb.path "$STATE_DIR/prometheus/data" \
+    --storage.tsdb.retention.time 1d \
+    --web.listen-address "127.0.0.1:$PROMETHEUS_PORT" \
+    --log.level warn
   wait_healthy kube-controller-manager 60
   wait_healthy kube-scheduler 60
   wait_healthy kwok 60
   wait_healthy registry 30
   wait_healthy registry-auth 30
+  wait_healthy prometheus 60
 
   log "waiting for the nodes to be Ready"
   wait_until "$NODE_COUNT nodes to register" 30 kwok nodes_registered
