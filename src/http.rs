@@ -3,9 +3,10 @@
 //! complete picture).
 
 use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use axum::Router;
-use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -17,40 +18,65 @@ use crate::api::ImageRelease;
 use crate::controller::Shutdown;
 use crate::metrics::{self, METRICS};
 
-#[derive(Clone)]
-struct AppState {
-    releases: Vec<Store<ImageRelease>>,
+/// This replica's role, as readiness reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Leader election has not decided yet.
+    Unknown = 0,
+    /// Reconciling (it leads, or election is off).
+    Leader = 1,
+    /// Standing by for the leader.
+    Follower = 2,
+}
+
+static ROLE: AtomicU8 = AtomicU8::new(Role::Unknown as u8);
+/// The release caches of the running controllers (empty until they start).
+static STORES: Mutex<Vec<Store<ImageRelease>>> = Mutex::new(Vec::new());
+
+/// Records this replica's role.
+pub fn set_role(role: Role) {
+    ROLE.store(role as u8, Ordering::Relaxed);
+}
+
+/// Registers the caches readiness waits for and metrics are computed from.
+pub fn set_stores(stores: Vec<Store<ImageRelease>>) {
+    if let Ok(mut s) = STORES.lock() {
+        *s = stores;
+    }
+}
+
+fn stores() -> Vec<Store<ImageRelease>> {
+    STORES.lock().map(|s| s.clone()).unwrap_or_default()
 }
 
 async fn livez() -> &'static str {
     "ok\n"
 }
 
-async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    // A store is ready once its watch listed everything once.
-    let synced = state.releases.iter().all(|s| s.wait_until_ready().now_or_never().is_some_and(|r| r.is_ok()));
-    if synced && METRICS.leader.get() == 1 {
-        (StatusCode::OK, "ok\n")
-    } else if !synced {
-        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not the leader\n")
+/// Ready when the role is known: a follower is ready to take over; the leader once its
+/// watches listed everything once, so it acts on a complete picture.
+async fn readyz() -> impl IntoResponse {
+    let stores = stores();
+    let synced =
+        !stores.is_empty() && stores.iter().all(|s| s.wait_until_ready().now_or_never().is_some_and(|r| r.is_ok()));
+    match ROLE.load(Ordering::Relaxed) {
+        r if r == Role::Follower as u8 => (StatusCode::OK, "ok: follower\n"),
+        r if r == Role::Leader as u8 && synced => (StatusCode::OK, "ok\n"),
+        r if r == Role::Leader as u8 => (StatusCode::SERVICE_UNAVAILABLE, "caches not synced\n"),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "leadership not known yet\n"),
     }
 }
 
-async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
-    let releases: Vec<_> = state.releases.iter().flat_map(|s| s.state()).collect();
+async fn metrics_text() -> impl IntoResponse {
+    let releases: Vec<_> = stores().iter().flat_map(|s| s.state()).collect();
     metrics::observe_releases(&releases, jiff::Timestamp::now());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], METRICS.render())
 }
 
 /// Serves until `shutdown` resolves.
-pub async fn serve(addr: SocketAddr, releases: Vec<Store<ImageRelease>>, shutdown: Shutdown) -> anyhow::Result<()> {
-    let app = Router::new()
-        .route("/metrics", get(metrics_text))
-        .route("/livez", get(livez))
-        .route("/readyz", get(readyz))
-        .with_state(AppState { releases });
+pub async fn serve(addr: SocketAddr, shutdown: Shutdown) -> anyhow::Result<()> {
+    let app =
+        Router::new().route("/metrics", get(metrics_text)).route("/livez", get(livez)).route("/readyz", get(readyz));
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (--http-addr): {e}"))?;

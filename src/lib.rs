@@ -16,6 +16,7 @@ pub mod controller;
 pub mod crdgen;
 pub mod http;
 pub mod jobs;
+pub mod leader;
 pub mod metrics;
 pub mod names;
 pub mod registry;

@@ -23,6 +23,18 @@ enum Command {
         /// Address of the HTTP server for /metrics, /livez and /readyz.
         #[arg(long, default_value = "0.0.0.0:8080", env = "COREFORGE_HTTP_ADDR")]
         http_addr: std::net::SocketAddr,
+        /// Elect a leader among replicas with a Lease; only the leader reconciles.
+        #[arg(long, env = "COREFORGE_LEADER_ELECT")]
+        leader_elect: bool,
+        /// Name of the Lease.
+        #[arg(long, default_value = "coreforge", env = "COREFORGE_LEASE_NAME")]
+        lease_name: String,
+        /// Namespace of the Lease (default: the pod's namespace, from POD_NAMESPACE).
+        #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+        lease_namespace: String,
+        /// How long the Lease is valid without renewal (a follower takes over after it).
+        #[arg(long, default_value = "15s", value_parser = parse_duration_arg)]
+        lease_duration: std::time::Duration,
         /// Log format.
         #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "COREFORGE_LOG_FORMAT")]
         log_format: LogFormat,
@@ -40,19 +52,35 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Controller { namespaces, http_addr, log_format } => {
+        Command::Controller {
+            namespaces,
+            http_addr,
+            log_format,
+            leader_elect,
+            lease_name,
+            lease_namespace,
+            lease_duration,
+        } => {
             coreforge::telemetry::init(log_format);
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(async {
+                let identity = std::env::var("POD_NAME").unwrap_or_else(|_| {
+                    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+                    format!("{}-{}", host.trim(), std::process::id())
+                });
                 let mut config = kube::Config::infer().await?;
-                // Names every request in audit logs and apiserver metrics as ours.
-                config.headers.push((
-                    http::header::USER_AGENT,
-                    http::HeaderValue::from_static(concat!("coreforge/", env!("CARGO_PKG_VERSION"))),
-                ));
+                // Names every request in audit logs and apiserver metrics as ours, and whose.
+                let agent = format!("coreforge/{} ({identity})", env!("CARGO_PKG_VERSION"));
+                config.headers.push((http::header::USER_AGENT, http::HeaderValue::from_str(&agent)?));
                 let client = kube::Client::try_from(config)?;
-                coreforge::metrics::METRICS.leader.set(1);
-                let settings = coreforge::controller::Settings { namespaces, http_addr: Some(http_addr) };
+                let election = leader_elect.then(|| coreforge::leader::Election {
+                    lease_name,
+                    namespace: lease_namespace,
+                    identity,
+                    lease_duration,
+                    renew_every: (lease_duration / 3).max(std::time::Duration::from_millis(500)),
+                });
+                let settings = coreforge::controller::Settings { namespaces, http_addr: Some(http_addr), election };
                 coreforge::controller::run(client, settings, coreforge::controller::shutdown_signal()).await
             })
         }
@@ -67,4 +95,8 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn parse_duration_arg(text: &str) -> Result<std::time::Duration, String> {
+    coreforge::api::parse_duration(text).ok_or_else(|| format!("{text:?} is not a duration such as 15s or 1m"))
 }

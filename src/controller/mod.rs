@@ -36,6 +36,8 @@ pub struct Settings {
     pub namespaces: Vec<String>,
     /// Address of the HTTP server (`/metrics`, `/livez`, `/readyz`).
     pub http_addr: Option<SocketAddr>,
+    /// Leader election; `None` reconciles right away (a single replica).
+    pub election: Option<crate::leader::Election>,
 }
 
 /// Resolves once SIGTERM or Ctrl-C arrives; cloneable, so every part stops on the same signal.
@@ -78,8 +80,44 @@ where
     }
 }
 
-/// Runs the controllers until `shutdown` resolves.
+/// Serves HTTP, wins the election (if any), and runs the controllers until `shutdown`
+/// resolves. Losing the lease ends the process with an error, so that it restarts as a
+/// follower.
 pub async fn run(client: Client, settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
+    let server = match settings.http_addr {
+        Some(addr) => tokio::spawn(http::serve(addr, shutdown.clone())),
+        None => tokio::spawn(future::ready(Ok(()))),
+    };
+    let mut lost = future::pending().boxed();
+    match settings.election.clone() {
+        None => {
+            http::set_role(http::Role::Leader);
+            crate::metrics::METRICS.leader.set(1);
+        }
+        Some(election) => {
+            let mut candidate = crate::leader::Candidate::new(client.clone(), election);
+            tokio::select! {
+                _ = candidate.acquire() => {}
+                _ = shutdown.clone() => return finish(server).await,
+            }
+            http::set_role(http::Role::Leader);
+            lost = async move { candidate.keep().await }.boxed();
+        }
+    }
+    tokio::select! {
+        result = run_controllers(client, &settings, shutdown.clone()) => result?,
+        _ = lost => anyhow::bail!("lost the leader lease; exiting so that a fresh start follows the new leader"),
+    }
+    finish(server).await
+}
+
+async fn finish(server: tokio::task::JoinHandle<anyhow::Result<()>>) -> anyhow::Result<()> {
+    server.await??;
+    info!("controller stopped");
+    Ok(())
+}
+
+async fn run_controllers(client: Client, settings: &Settings, shutdown: Shutdown) -> anyhow::Result<()> {
     let reporter = Reporter { controller: "coreforge".into(), instance: std::env::var("POD_NAME").ok() };
     let ctx = Arc::new(release::Context::new(client.clone(), Recorder::new(client.clone(), reporter)));
     let scopes: Vec<Option<&str>> = if settings.namespaces.is_empty() {
@@ -94,13 +132,8 @@ pub async fn run(client: Client, settings: Settings, shutdown: Shutdown) -> anyh
         release_stores.push(store);
         runs.push(run);
     }
-    let server = match settings.http_addr {
-        Some(addr) => http::serve(addr, release_stores, shutdown.clone()).boxed(),
-        None => future::ready(Ok(())).boxed(),
-    };
-    let (server, _) = future::join(server, future::join_all(runs)).await;
-    server?;
-    info!("controller stopped");
+    http::set_stores(release_stores);
+    future::join_all(runs).await;
     Ok(())
 }
 

@@ -1,0 +1,165 @@
+//! Leader election on a `coordination.k8s.io/v1` Lease, so that of several replicas only
+//! one reconciles.
+//!
+//! The algorithm is client-go's: a candidate takes the Lease when it does not exist, or
+//! when its record (holder and renew time) has not changed for a whole lease duration as
+//! measured on the candidate's own clock (so clock skew between replicas does not matter).
+//! Every write is a replace carrying the resourceVersion that was read, so of two
+//! candidates racing for an expired Lease exactly one wins. The leader renews every
+//! `renew_every`; if it cannot renew within the lease duration it has lost the Lease, and
+//! the process exits so that it restarts as a follower with a clean slate.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::api::{ObjectMeta, PostParams};
+use kube::{Api, Client};
+use tracing::{debug, info, warn};
+
+use crate::metrics::METRICS;
+
+/// Settings of the election.
+#[derive(Debug, Clone)]
+pub struct Election {
+    /// Name of the Lease.
+    pub lease_name: String,
+    /// Namespace of the Lease.
+    pub namespace: String,
+    /// Who this replica is (the pod name in a cluster).
+    pub identity: String,
+    /// How long a Lease stays valid without renewal.
+    pub lease_duration: Duration,
+    /// How often the leader renews, and a follower looks again.
+    pub renew_every: Duration,
+}
+
+/// What a candidate knows of the Lease.
+struct Observed {
+    holder: Option<String>,
+    renew_time: Option<MicroTime>,
+    at: Instant,
+}
+
+/// A candidate for leadership.
+pub struct Candidate {
+    api: Api<Lease>,
+    election: Election,
+    observed: Option<Observed>,
+}
+
+fn now() -> MicroTime {
+    MicroTime(jiff::Timestamp::now())
+}
+
+impl Candidate {
+    /// A candidate in `election`.
+    pub fn new(client: Client, election: Election) -> Self {
+        let api = Api::namespaced(client, &election.namespace);
+        Candidate { api, election, observed: None }
+    }
+
+    fn lease(&self, holder: &str, transitions: i32, acquired: Option<MicroTime>) -> LeaseSpec {
+        LeaseSpec {
+            holder_identity: Some(holder.to_string()),
+            lease_duration_seconds: Some(self.election.lease_duration.as_secs().max(1) as i32),
+            acquire_time: acquired.or_else(|| Some(now())),
+            renew_time: Some(now()),
+            lease_transitions: Some(transitions),
+            ..Default::default()
+        }
+    }
+
+    /// One round: acquires or renews the Lease if it can. Returns whether this replica
+    /// leads now.
+    pub async fn try_lead(&mut self) -> Result<bool, kube::Error> {
+        let me = self.election.identity.clone();
+        let Some(mut lease) = self.api.get_opt(&self.election.lease_name).await? else {
+            let lease = Lease {
+                metadata: ObjectMeta { name: Some(self.election.lease_name.clone()), ..Default::default() },
+                spec: Some(self.lease(&me, 0, None)),
+            };
+            return match self.api.create(&PostParams::default(), &lease).await {
+                Ok(_) => Ok(true),
+                Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+                Err(e) => Err(e),
+            };
+        };
+        let spec = lease.spec.clone().unwrap_or_default();
+        let holder = spec.holder_identity.clone().filter(|h| !h.is_empty());
+        // Note when the record last changed, on our own clock.
+        let changed = self.observed.as_ref().is_none_or(|o| o.holder != holder || o.renew_time != spec.renew_time);
+        if changed {
+            self.observed =
+                Some(Observed { holder: holder.clone(), renew_time: spec.renew_time.clone(), at: Instant::now() });
+        }
+        let held_by_me = holder.as_deref() == Some(me.as_str());
+        let duration = spec
+            .lease_duration_seconds
+            .map(|s| Duration::from_secs(s.max(1) as u64))
+            .unwrap_or(self.election.lease_duration);
+        let expired = holder.is_none() || self.observed.as_ref().is_some_and(|o| o.at.elapsed() > duration);
+        if !held_by_me && !expired {
+            return Ok(false);
+        }
+        let (transitions, acquired) = if held_by_me {
+            (spec.lease_transitions.unwrap_or(0), spec.acquire_time.clone())
+        } else {
+            (spec.lease_transitions.unwrap_or(0) + 1, None)
+        };
+        lease.spec = Some(self.lease(&me, transitions, acquired));
+        match self.api.replace(&self.election.lease_name, &PostParams::default(), &lease).await {
+            Ok(_) => {
+                if !held_by_me {
+                    info!(lease = %self.election.lease_name, previous = ?holder, "took over the expired lease");
+                }
+                Ok(true)
+            }
+            // Someone else wrote in between: they won this round.
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Waits until this replica leads. Readiness reports a follower meanwhile.
+    pub async fn acquire(&mut self) {
+        loop {
+            match self.try_lead().await {
+                Ok(true) => {
+                    info!(identity = %self.election.identity, lease = %self.election.lease_name, "leading");
+                    METRICS.leader.set(1);
+                    return;
+                }
+                Ok(false) => {
+                    METRICS.leader.set(0);
+                    crate::http::set_role(crate::http::Role::Follower);
+                    debug!("following");
+                }
+                Err(e) => warn!(error = %e, "leader election: could not read or write the lease"),
+            }
+            tokio::time::sleep(self.election.renew_every).await;
+        }
+    }
+
+    /// Renews the Lease until it is lost; returns when it is.
+    pub async fn keep(&mut self) {
+        let mut last_renewal = Instant::now();
+        loop {
+            tokio::time::sleep(self.election.renew_every).await;
+            match self.try_lead().await {
+                Ok(true) => last_renewal = Instant::now(),
+                Ok(false) => {
+                    warn!("another replica holds the lease now");
+                    break;
+                }
+                Err(e) => {
+                    warn!(error = %e, "could not renew the lease");
+                    if last_renewal.elapsed() >= self.election.lease_duration {
+                        break;
+                    }
+                }
+            }
+        }
+        METRICS.leader.set(0);
+    }
+}

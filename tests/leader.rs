@@ -1,0 +1,85 @@
+//! Leader election with two controller processes on the real API server: only the leader
+//! writes; when it is killed, the follower takes over and the in-flight release completes
+//! exactly once.
+
+mod fixtures;
+mod support;
+
+use std::time::{Duration, Instant};
+
+use anyhow::ensure;
+use coreforge::api::{CoreBuild, ImageRelease, Phase};
+use fixtures::ControllerProcess;
+use k8s_openapi::api::batch::v1::Job;
+use kube::Api;
+use kube::api::{ListParams, PostParams};
+use serde_json::json;
+
+const LEASE: Duration = Duration::from_secs(6);
+
+async fn start(ns: &str, identity: &str) -> anyhow::Result<(ControllerProcess, String)> {
+    let addr = format!("127.0.0.1:{}", fixtures::free_port()?);
+    let args = ["--http-addr", &addr, "--leader-elect", "--lease-namespace", ns, "--lease-duration", "6s"];
+    let c = ControllerProcess::start_as(ns, &args, &[("POD_NAME", identity)]).await?;
+    Ok((c, addr))
+}
+
+async fn readyz(addr: &str, want: &str, timeout: Duration) -> anyhow::Result<()> {
+    support::eventually(&format!("{addr}/readyz to say {want:?}"), timeout, Duration::from_millis(200), || {
+        let url = format!("http://{addr}/readyz");
+        async move { Ok(fixtures::http_get(&url).await.ok().filter(|(c, b)| *c == 200 && b == want).map(|_| ())) }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_follower_takes_over_from_a_killed_leader_and_the_release_completes_once() -> anyhow::Result<()> {
+    fixtures::install_crds().await?;
+    support::with_namespace("leader", |client, ns| async move {
+        let (a, a_addr) = start(&ns, "leader-a").await?;
+        readyz(&a_addr, "ok\n", support::secs(30)).await?;
+        let (_b, b_addr) = start(&ns, "leader-b").await?;
+        readyz(&b_addr, "ok: follower\n", support::secs(30)).await?;
+        let (_, metrics) = fixtures::http_get(&format!("http://{b_addr}/metrics")).await?;
+        ensure!(metrics.contains("coreforge_leader 0"), "the follower says it does not lead");
+
+        let digest = fixtures::seed_image(&fixtures::staging(&ns), None).await?;
+        let mut cb = fixtures::local_core_build("debian", &ns, &digest);
+        cb["spec"]["builder"]["podAnnotations"]["sim.coreforge.dev/run-seconds"] = json!("10");
+        let cbs: Api<CoreBuild> = Api::namespaced(client.clone(), &ns);
+        cbs.create(&PostParams::default(), &serde_json::from_value(cb)?).await?;
+        let irs: Api<ImageRelease> = Api::namespaced(client.clone(), &ns);
+        irs.create(&PostParams::default(), &serde_json::from_value(fixtures::release("r", "debian", "12.7.0"))?)
+            .await?;
+        let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
+        support::wait_for(&jobs, "r-a1-build", "the build Job to run", support::secs(60), |j| {
+            j.status.as_ref().and_then(|s| s.active).unwrap_or(0) > 0
+        })
+        .await?;
+
+        a.kill().await?;
+        let killed = Instant::now();
+        readyz(&b_addr, "ok\n", LEASE * 3).await?;
+        let takeover = killed.elapsed();
+        // The follower waits out one lease duration from the leader's last renewal.
+        ensure!(takeover <= LEASE * 2, "took over after {takeover:?}");
+
+        support::wait_for(&irs, "r", "Verified under the new leader", support::secs(120), |r| {
+            r.status.as_ref().and_then(|s| s.phase) == Some(Phase::Verified)
+        })
+        .await?;
+        let mut names: Vec<String> =
+            jobs.list(&ListParams::default()).await?.items.into_iter().filter_map(|j| j.metadata.name).collect();
+        names.sort();
+        ensure!(names == ["r-a1-build", "r-a1-test"], "exactly one build and one test Job: {names:?}");
+
+        // Only one writer at a time: A's writes all come before B's first (leases aside).
+        let writes: Vec<String> =
+            fixtures::controller_writes(&ns)?.into_iter().filter(|w| !w.contains(" leases/")).collect();
+        let first_b = writes.iter().position(|w| w.contains("(leader-b)")).expect("B wrote after taking over");
+        let last_a = writes.iter().rposition(|w| w.contains("(leader-a)")).expect("A wrote while it led");
+        ensure!(last_a < first_b, "writes interleave:\n{}", writes.join("\n"));
+        Ok(())
+    })
+    .await
+}
