@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make demo`: coreforge end to end on the local environment. Starts the local control
-# plane (building it once), installs the CRDs, runs the controller, applies a CoreBuild
-# and a release, and shows the release move through its lifecycle. Everything stays up
+# plane and registry (building them once), installs the CRDs, runs the controller,
+# applies a CoreBuild and a release, and shows the release move through its lifecycle
+# into the catalog. Everything stays up
 # afterwards for exploring; `make demo-stop` stops the controller and the cluster.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,22 +24,43 @@ if [[ -f $state/controller.pid ]] && kill -0 "$(cat "$state/controller.pid")" 2>
   kill "$(cat "$state/controller.pid")"
 fi
 echo "== starting the controller (log: $state/controller.log)"
-target/debug/coreforge controller >"$state/controller.log" 2>&1 &
+target/debug/coreforge controller --http-addr 127.0.0.1:18080 >"$state/controller.log" 2>&1 &
 echo $! >"$state/controller.pid"
+
+echo "== pushing a small real image to staging (what the simulated build reports)"
+store=$state/buildah
+bah() { buildah --storage-driver vfs --root "$store/root" --runroot "$store/run" "$@"; }
+ctr=$(bah from scratch)
+bah copy "$ctr" /bin/busybox /bin/busybox >/dev/null
+bah run --isolation chroot "$ctr" -- /bin/busybox --install -s /bin
+bah commit -q "$ctr" coreforge-demo >/dev/null
+bah rm "$ctr" >/dev/null
+bah push -q --tls-verify=false --digestfile "$state/digest" coreforge-demo docker://127.0.0.1:15000/demo/library/busybox:1
+bah push -q --tls-verify=false coreforge-demo docker://127.0.0.1:15000/demo/staging/debian:demo
+digest=$(cat "$state/digest")
 
 ns=coreforge-demo
 $kubectl create namespace "$ns" --dry-run=client -o yaml | $kubectl apply -f - >/dev/null
 $kubectl -n "$ns" delete imagerelease --all --wait=true >/dev/null
 echo "== applying tests/demo/ in namespace $ns"
-$kubectl -n "$ns" apply -f tests/demo/corebuild.yaml -f tests/demo/releases.yaml
+sed "s/DIGEST/$digest/g" tests/demo/corebuild.yaml | $kubectl -n "$ns" apply -f -
+$kubectl -n "$ns" apply -f tests/demo/releases.yaml
 
-echo "== watching the release (Pending → Building → Testing → Verified)"
+echo "== watching the release (Pending → Building → Testing → Verified → Published)"
 $kubectl -n "$ns" get ir --watch &
 watcher=$!
 $kubectl -n "$ns" wait ir/demo-debian-12-7-0 --for=condition=Ready --timeout=120s >/dev/null
 kill "$watcher" 2>/dev/null || true
 wait "$watcher" 2>/dev/null || true
 
+$kubectl -n "$ns" wait cb/demo-debian --for=jsonpath='{.status.latestVersion}'=12.7.0 --timeout=60s >/dev/null
+echo
+echo "== the catalog: version tag and channels, straight from the registry"
+for tag in 12.7.0 12 latest; do
+  printf '  127.0.0.1:15000/demo/core/debian:%-8s -> %s\n' "$tag" \
+    "$(curl -sI -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+      "http://127.0.0.1:15000/v2/demo/core/debian/manifests/$tag" | tr -d '\r' | sed -n 's/^[Dd]ocker-[Cc]ontent-[Dd]igest: //p')"
+done
 echo
 echo "== kubectl get coreforge -n $ns"
 $kubectl -n "$ns" get coreforge
