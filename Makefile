@@ -19,8 +19,10 @@ test: ## Run every test: lint, unit, and integration/e2e on the local environmen
 build: ## Build the coreforge binary
 	$(CARGO) build --locked
 
-crds: ## Regenerate crds/ from the Rust types
+crds: ## Regenerate crds/ from the Rust types, and the chart's and kustomize base's copies
 	$(CARGO) run --locked --quiet -- crd --output-dir crds
+	cp crds/*.yaml charts/coreforge/files/crds/
+	cp crds/*.yaml deploy/base/crds/
 
 fmt: ## Format the Rust code
 	$(CARGO) fmt

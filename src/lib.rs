@@ -17,6 +17,7 @@ pub mod crdgen;
 pub mod http;
 pub mod jobs;
 pub mod leader;
+pub mod lifecycle;
 pub mod metrics;
 pub mod names;
 pub mod registry;

@@ -16,6 +16,8 @@ pub const BUILT: &str = "Built";
 pub const TESTED: &str = "Tested";
 /// The release is in the catalog under its version tag.
 pub const PUBLISHED: &str = "Published";
+/// The release keeps the contract of the releases before it in its major version.
+pub const CONTRACT_KEPT: &str = "ContractKept";
 
 /// `True`, `False` or `Unknown`, as the API spells them.
 pub fn status_str(value: Option<bool>) -> &'static str {

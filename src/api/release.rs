@@ -255,6 +255,15 @@ pub struct ImageReleaseStatus {
     /// When the release was retired.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retired_at: Option<Time>,
+    /// Version of the release the contract results were compared with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contract_baseline: Option<String>,
+    /// Changes of the contract results since `contractBaseline`; incompatible ones first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub contract_changes: Vec<String>,
+    /// The release notes (Markdown): advisories by type, base image change, contract changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_notes: Option<String>,
     /// Every phase change, oldest first (the last 50 are kept).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<Transition>,

@@ -16,8 +16,9 @@ use crate::api::{
     ANNOTATION_RETRY, BUILT, ImageRelease, ImageReleaseStatus, Phase, READY, RECONCILING, STALLED, StepStatus, TESTED,
     Target, Transition, set_condition,
 };
-use crate::api::{ImageConfig, PUBLISHED, parse_duration};
+use crate::api::{CONTRACT_KEPT, ImageConfig, LifecyclePolicy, PUBLISHED, parse_duration};
 use crate::contract;
+use crate::lifecycle::{self, Sibling};
 use crate::registry::RegistryError;
 use crate::results;
 use crate::snapshot::Snapshot;
@@ -82,6 +83,10 @@ pub struct Observed {
     pub publication: Option<Result<String, CatalogError>>,
     /// Channels of the CoreBuild that point at this release now.
     pub channels: Vec<String>,
+    /// The other releases of the same CoreBuild (from Verified on).
+    pub siblings: Vec<Sibling>,
+    /// The CoreBuild's lifecycle policy as it is now (for Published and Deprecated releases).
+    pub policy: Option<LifecyclePolicy>,
 }
 
 /// Why the catalog could not be used.
@@ -138,10 +143,23 @@ pub fn staging_digest_to_check(release: &ImageRelease, build_job: Option<&JobObs
     results::parse_build(job.message.as_deref().unwrap_or_default()).ok().map(|r| r.digest)
 }
 
-/// Whether the edges must publish: the release is Verified and its target goes further.
-pub fn wants_publication(release: &ImageRelease) -> bool {
+/// Whether the edges must publish: the release is Verified, its target goes further, and
+/// it keeps the contract of the releases before it in its major version.
+pub fn wants_publication(release: &ImageRelease, siblings: &[Sibling]) -> bool {
     let phase = release.status.as_ref().and_then(|s| s.phase);
-    phase == Some(Phase::Verified) && release.spec.target >= Target::Published
+    phase == Some(Phase::Verified)
+        && release.spec.target >= Target::Published
+        && contract_gate(release, siblings).incompatible.is_empty()
+}
+
+/// The contract changes of a Verified release since the newest Published release of its
+/// major version (empty when there is none).
+fn contract_gate(release: &ImageRelease, siblings: &[Sibling]) -> lifecycle::ContractDiff {
+    let checks = release.status.as_ref().map(|s| s.checks.clone()).unwrap_or_default();
+    semver::Version::parse(&release.spec.version)
+        .ok()
+        .and_then(|v| lifecycle::baseline(&v, siblings, true).map(|b| lifecycle::contract_diff(&b.checks, &checks)))
+        .unwrap_or_default()
 }
 
 /// The object the edges must create (after reading that it does not exist yet).
@@ -383,8 +401,19 @@ pub fn decide(release: &ImageRelease, observed: &Observed, now: &Time) -> Decisi
     if cx.phase() == Phase::Verified {
         verified(&mut cx, observed);
     }
+    if matches!(cx.phase(), Phase::Published | Phase::Deprecated) {
+        lifecycle_steps(&mut cx, observed);
+    }
     match cx.phase() {
         Phase::Published => published(&mut cx, observed),
+        Phase::Deprecated => {
+            let at = cx.st.deprecated_at.as_ref().map(|t| t.0.to_string()).unwrap_or_default();
+            cx.headline("Deprecated", format!("deprecated at {at}; still pullable by its version tag"));
+        }
+        Phase::Retired => {
+            let at = cx.st.retired_at.as_ref().map(|t| t.0.to_string()).unwrap_or_default();
+            cx.headline("Retired", format!("retired at {at}; in no channel"));
+        }
         Phase::Failed => {
             // Nothing new happened: the failure recorded when it happened still explains it.
             if cx.headline.0.is_empty()
@@ -586,6 +615,9 @@ fn verified(cx: &mut Ctx, observed: &Observed) {
     if cx.release.spec.target == Target::Verified {
         return cx.headline("Verified", format!("{image} kept its contract"));
     }
+    if !contract_over_time(cx, observed) {
+        return;
+    }
     let Some(snap) = cx.snapshot(observed) else { return };
     let reference = format!("{}:{}", snap.spec.catalog.repository, cx.release.spec.version);
     let window = snap.spec.lifecycle.as_ref().and_then(|l| l.support_window.as_deref()).and_then(parse_duration);
@@ -610,6 +642,80 @@ fn verified(cx: &mut Ctx, observed: &Observed) {
     }
 }
 
+/// Compares the contract results with the releases before, writes the release notes, and
+/// says whether publishing may go on: a minor or patch release that breaks the contract of
+/// its major version may not.
+fn contract_over_time(cx: &mut Ctx, observed: &Observed) -> bool {
+    let Ok(version) = semver::Version::parse(&cx.release.spec.version) else { return true };
+    let same_major = lifecycle::baseline(&version, &observed.siblings, true);
+    let any = lifecycle::baseline(&version, &observed.siblings, false);
+    let diff = any.map(|b| (b, lifecycle::contract_diff(&b.checks, &cx.st.checks)));
+    cx.st.contract_baseline = any.map(|b| b.version.to_string());
+    cx.st.contract_changes = diff
+        .as_ref()
+        .map(|(_, d)| {
+            d.incompatible.iter().map(|c| format!("incompatible: {c}")).chain(d.compatible.iter().cloned()).collect()
+        })
+        .unwrap_or_default();
+    let base_digest = cx.st.provenance.as_ref().map(|p| p.base_digest.clone());
+    let previous = lifecycle::previous(&version, &observed.siblings);
+    let notes =
+        lifecycle::release_notes(cx.release, base_digest.as_deref(), previous, diff.as_ref().map(|(b, d)| (*b, d)));
+    cx.st.release_notes = Some(notes);
+    match (same_major, &diff) {
+        (Some(b), Some((_, d))) if !d.incompatible.is_empty() => {
+            let msg = format!(
+                "{} breaks the contract of {} (the newest published {}.x): {}; publish it as a new major version, or restore what it removed",
+                version,
+                b.version,
+                version.major,
+                d.incompatible.join("; ")
+            );
+            cx.condition(CONTRACT_KEPT, Some(false), "IncompatibleChange", &msg);
+            if cx.release.spec.target >= Target::Published {
+                cx.headline("IncompatibleChange", msg);
+                cx.stalled = true;
+                return false;
+            }
+        }
+        (Some(b), _) => {
+            let msg = format!("keeps the contract of {}", b.version);
+            cx.condition(CONTRACT_KEPT, Some(true), "Compatible", &msg);
+        }
+        (None, Some((b, _))) => {
+            let msg =
+                format!("first release of major version {}; changes since {} are recorded", version.major, b.version);
+            cx.condition(CONTRACT_KEPT, Some(true), "NewMajorVersion", &msg);
+        }
+        (None, None) => cx.condition(CONTRACT_KEPT, Some(true), "FirstRelease", "the first release sets the contract"),
+    }
+    true
+}
+
+/// Applies the lifecycle policy to a Published or Deprecated release, and schedules the
+/// next due transition.
+fn lifecycle_steps(cx: &mut Ctx, observed: &Observed) {
+    // At most two steps at once: Published → Deprecated → Retired (`target: Retired`).
+    for _ in 0..2 {
+        let mut view = cx.release.clone();
+        view.status = Some(cx.st.clone());
+        let (step, next) = lifecycle::policy_step(&view, observed.policy.as_ref(), &observed.siblings, cx.now.0);
+        let Some(step) = step else {
+            if let Some(next) = next {
+                // The exact instant the next transition falls due (plus a margin for clock granularity).
+                cx.requeue_after = Some(next + Duration::from_millis(100));
+            }
+            return;
+        };
+        match step.phase {
+            Phase::Deprecated => cx.st.deprecated_at = Some(cx.now.clone()),
+            Phase::Retired => cx.st.retired_at = Some(cx.now.clone()),
+            _ => {}
+        }
+        cx.transition(step.phase, step.reason, step.message);
+    }
+}
+
 /// The references the release can be pulled by: its version tag and the channels that
 /// point at it now.
 fn published_refs(cx: &mut Ctx, repository: &str, observed: &Observed) {
@@ -630,7 +736,16 @@ fn published(cx: &mut Ctx, observed: &Observed) {
 /// Sets the kstatus conditions from where the release ended up.
 fn finish(mut cx: Ctx) -> Decision {
     let phase = cx.phase();
-    let ready = phase == goal(cx.release.spec.target);
+    // Ready once the target is reached, or passed: the policy may move a release beyond
+    // its target (a Published target deprecated by maxSupported is where it should be).
+    let rank = |p: Phase| match p {
+        Phase::Verified => Some(0),
+        Phase::Published => Some(1),
+        Phase::Deprecated => Some(2),
+        Phase::Retired => Some(3),
+        _ => None,
+    };
+    let ready = rank(phase).zip(rank(goal(cx.release.spec.target))).is_some_and(|(p, g)| p >= g);
     let stalled = cx.stalled || phase == Phase::Failed;
     let (reason, message) = cx.headline.clone();
     let reason = if reason.is_empty() { phase.as_str().to_string() } else { reason };

@@ -434,9 +434,9 @@ fn verified(target: Target) -> ImageRelease {
 
 #[test]
 fn a_verified_release_is_published_when_its_target_says_so() {
-    assert!(!wants_publication(&verified(Target::Verified)));
+    assert!(!wants_publication(&verified(Target::Verified), &[]));
     let r = verified(Target::Published);
-    assert!(wants_publication(&r));
+    assert!(wants_publication(&r, &[]));
     let mut o = stored(1);
     // Waiting for the edges.
     let d = decide(&r, &o, &at(40));
@@ -489,4 +489,28 @@ fn publishing_waits_out_registry_outages_and_names_bad_credentials() {
     o.publication = Some(Err(CatalogError::Conflict { reference: "x:12.7.0".into(), existing: DIGEST.into() }));
     let d = decide(&r, &o, &at(50));
     assert_eq!((phase(&d), cond(&d, READY).1), (Phase::Failed, "VersionTagConflict"));
+}
+
+#[test]
+fn a_release_the_policy_moved_beyond_its_target_is_ready() {
+    let r = verified(Target::Published);
+    let mut o = stored(1);
+    o.publication = Some(Ok(DIGEST.into()));
+    let published = apply(r.clone(), &decide(&r, &o, &at(40)));
+    o.publication = None;
+    o.policy = Some(crate::api::LifecyclePolicy { max_supported: Some(1), ..Default::default() });
+    o.siblings = vec![crate::lifecycle::Sibling {
+        name: "newer".into(),
+        version: semver::Version::new(12, 8, 0),
+        phase: Phase::Published,
+        published_at: None,
+        base_digest: None,
+        checks: vec![],
+    }];
+    let d = decide(&published, &o, &at(50));
+    assert_eq!(phase(&d), Phase::Deprecated);
+    assert_eq!(d.status.deprecated_at, Some(at(50)));
+    assert_eq!(cond(&d, READY).0, "True");
+    assert_eq!(cond(&d, RECONCILING).0, "False");
+    assert_eq!(d.status.history.last().map(|t| t.reason.as_str()), Some("Superseded"));
 }

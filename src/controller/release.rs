@@ -22,7 +22,8 @@ use super::decide::{
     CatalogError, Create, Observed, decide, staging_digest_to_check, status_changed, wanted_attempt, wants_publication,
 };
 use super::observe::observe_job;
-use crate::api::{CoreBuild, FIELD_MANAGER, ImageRelease, ImageReleaseStatus};
+use crate::api::{CoreBuild, FIELD_MANAGER, ImageRelease, ImageReleaseStatus, Phase};
+use crate::lifecycle::Sibling;
 use crate::snapshot::Snapshot;
 use crate::{catalog, jobs, metrics, names};
 
@@ -170,7 +171,19 @@ async fn observe(client: &Client, ns: &str, release: &ImageRelease) -> Result<Ob
             Err(e) => Err(e),
         });
     }
-    if wants_publication(release)
+    let phase = release.status.as_ref().and_then(|s| s.phase);
+    if matches!(phase, Some(Phase::Verified | Phase::Published | Phase::Deprecated)) {
+        let all: Api<ImageRelease> = Api::namespaced(client.clone(), ns);
+        observed.siblings = all
+            .list(&ListParams::default())
+            .await?
+            .items
+            .iter()
+            .filter(|r| r.spec.core_build == release.spec.core_build && r.metadata.name != release.metadata.name)
+            .filter_map(Sibling::of)
+            .collect();
+    }
+    if wants_publication(release, &observed.siblings)
         && let Some(digest) = release.status.as_ref().and_then(|s| s.digest.clone())
     {
         observed.publication = Some(match catalog::registry(client, ns, catalog).await? {
@@ -179,10 +192,11 @@ async fn observe(client: &Client, ns: &str, release: &ImageRelease) -> Result<Ob
         });
     }
     let published = observed.publication.as_ref().is_some_and(|p| p.is_ok())
-        || release.status.as_ref().and_then(|s| s.phase) == Some(crate::api::Phase::Published);
+        || matches!(phase, Some(Phase::Published | Phase::Deprecated));
     if published {
         let cbs: Api<CoreBuild> = Api::namespaced(client.clone(), ns);
         if let Some(cb) = cbs.get_opt(&release.spec.core_build).await? {
+            observed.policy = cb.spec.lifecycle.clone();
             observed.channels = cb
                 .status
                 .map(|s| s.channels)

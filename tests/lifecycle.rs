@@ -1,0 +1,238 @@
+//! The contract over time, end to end: policy-driven deprecation and retirement (through
+//! a controller restart), explicit retirement, contract diffs that block a minor release
+//! but not a major one, and release notes.
+
+mod fixtures;
+mod support;
+
+use std::time::Duration;
+
+use anyhow::ensure;
+use coreforge::api::{CoreBuild, ImageRelease, Phase};
+use fixtures::{ControllerProcess, REGISTRY};
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde_json::{Value, json};
+
+const SETTLE: Duration = Duration::from_secs(120);
+
+fn phase(r: &ImageRelease) -> Option<Phase> {
+    r.status.as_ref().and_then(|s| s.phase)
+}
+
+async fn wait_phase(client: &Client, ns: &str, name: &str, want: Phase) -> anyhow::Result<ImageRelease> {
+    let irs: Api<ImageRelease> = Api::namespaced(client.clone(), ns);
+    support::wait_for(&irs, name, &format!("{name} to be {want}"), SETTLE, |r| phase(r) == Some(want)).await
+}
+
+/// Points the CoreBuild's simulated build at a freshly pushed image, and creates a release.
+async fn release(client: &Client, ns: &str, name: &str, version: &str, target: &str) -> anyhow::Result<String> {
+    let digest = fixtures::seed_image(&fixtures::staging(ns), None).await?;
+    let cbs: Api<CoreBuild> = Api::namespaced(client.clone(), ns);
+    let patch = json!({"spec": {"builder": {"podAnnotations": {"sim.coreforge.dev/termination-message": fixtures::build_result(&digest)}}}});
+    cbs.patch("debian", &PatchParams::default(), &Patch::Merge(patch)).await?;
+    let mut r = fixtures::release(name, "debian", version);
+    r["spec"]["target"] = json!(target);
+    let irs: Api<ImageRelease> = Api::namespaced(client.clone(), ns);
+    irs.create(&PostParams::default(), &serde_json::from_value(r)?).await?;
+    Ok(digest)
+}
+
+async fn create_core_build(client: &Client, ns: &str, lifecycle: Value) -> anyhow::Result<()> {
+    let digest = fixtures::seed_image(&fixtures::staging(ns), None).await?;
+    let mut cb = fixtures::local_core_build("debian", ns, &digest);
+    cb["spec"]["lifecycle"] = lifecycle;
+    let cbs: Api<CoreBuild> = Api::namespaced(client.clone(), ns);
+    cbs.create(&PostParams::default(), &serde_json::from_value(cb)?).await?;
+    Ok(())
+}
+
+fn seconds(t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time) -> f64 {
+    t.0.as_millisecond() as f64 / 1000.0
+}
+
+#[tokio::test]
+async fn max_supported_deprecates_and_retire_after_retires_through_a_restart() -> anyhow::Result<()> {
+    fixtures::install_crds().await?;
+    support::with_namespace("policy", |client, ns| async move {
+        let controller = ControllerProcess::start(&ns).await?;
+        create_core_build(&client, &ns, json!({"maxSupported": 2, "retireAfter": "30s"})).await?;
+        let mut digests = Vec::new();
+        for (name, version) in [("r1", "12.0.0"), ("r2", "12.0.1")] {
+            digests.push(release(&client, &ns, name, version, "Published").await?);
+            wait_phase(&client, &ns, name, Phase::Published).await?;
+        }
+        digests.push(release(&client, &ns, "r3", "12.0.2", "Published").await?);
+        wait_phase(&client, &ns, "r3", Phase::Published).await?;
+        // The third publication deprecates the oldest; the other two stay supported.
+        let r1 = wait_phase(&client, &ns, "r1", Phase::Deprecated).await?;
+        let st = r1.status.clone().unwrap();
+        ensure!(st.history.last().is_some_and(|t| t.reason == "Superseded"), "{:?}", st.history);
+        ensure!(coreforge::api::find_condition(&st.conditions, "Ready").is_some_and(|c| c.status == "True"));
+        ensure!(wait_phase(&client, &ns, "r2", Phase::Published).await.is_ok());
+
+        // A restart between deprecation and the due retirement: the schedule lives in status.
+        controller.kill().await?;
+        let _controller = ControllerProcess::start(&ns).await?;
+        let r1 = wait_phase(&client, &ns, "r1", Phase::Retired).await?;
+        let st = r1.status.unwrap();
+        let due = seconds(st.published_at.as_ref().unwrap()) + 30.0;
+        let late = seconds(st.retired_at.as_ref().unwrap()) - due;
+        ensure!((-0.5..5.0).contains(&late), "retired {late:.1}s after its due time");
+        ensure!(st.deprecated_at.is_some());
+
+        // Channels follow the newest supported release and never the retired one.
+        let repo = format!("{ns}/core");
+        for tag in ["12", "latest"] {
+            ensure!(fixtures::registry_digest(REGISTRY, &repo, tag, None).await? == Some(digests[2].clone()), "{tag}");
+        }
+        ensure!(
+            fixtures::registry_digest(REGISTRY, &repo, "12.0.0", None).await? == Some(digests[0].clone()),
+            "the version tag stays"
+        );
+        let cbs: Api<CoreBuild> = Api::namespaced(client.clone(), &ns);
+        let cb = cbs.get("debian").await?.status.unwrap();
+        ensure!(cb.releases.unwrap().retired == 1 && cb.channels.iter().all(|c| c.version == "12.0.2"));
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_explicit_target_retires_at_once_and_cannot_go_back() -> anyhow::Result<()> {
+    fixtures::install_crds().await?;
+    support::with_namespace("retire", |client, ns| async move {
+        let _controller = ControllerProcess::start(&ns).await?;
+        create_core_build(&client, &ns, json!({"maxSupported": 5})).await?;
+        release(&client, &ns, "r1", "12.0.0", "Published").await?;
+        wait_phase(&client, &ns, "r1", Phase::Published).await?;
+        let irs: Api<ImageRelease> = Api::namespaced(client.clone(), &ns);
+        irs.patch("r1", &PatchParams::default(), &Patch::Merge(json!({"spec": {"target": "Retired"}}))).await?;
+        let r = wait_phase(&client, &ns, "r1", Phase::Retired).await?;
+        let phases: Vec<_> = r.status.unwrap().history.iter().map(|t| t.phase).collect();
+        ensure!(phases.ends_with(&[Phase::Published, Phase::Deprecated, Phase::Retired]), "{phases:?}");
+        match irs.patch("r1", &PatchParams::default(), &Patch::Merge(json!({"spec": {"target": "Published"}}))).await {
+            Err(kube::Error::Api(e)) if e.code == 422 && e.message.contains("target only moves forward") => Ok(()),
+            other => anyhow::bail!("moving target back was not refused: {other:?}"),
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_patch_release_that_drops_a_package_is_blocked_but_a_major_one_publishes() -> anyhow::Result<()> {
+    fixtures::install_crds().await?;
+    support::with_namespace("contract-diff", |client, ns| async move {
+        let _controller = ControllerProcess::start(&ns).await?;
+        create_core_build(&client, &ns, json!({"maxSupported": 5})).await?;
+        let cbs: Api<CoreBuild> = Api::namespaced(client.clone(), &ns);
+        // 12.0.0 guarantees bash and curl.
+        let report = |packages: Value| {
+            let mut r: Value = serde_json::from_str(&fixtures::test_report(true)).unwrap();
+            r["packages"] = packages;
+            r.to_string()
+        };
+        let contract = |packages: Value| json!({"spec": {"contract": {"packages": packages}}});
+        cbs.patch(
+            "debian",
+            &PatchParams::default(),
+            &Patch::Merge(contract(json!([{"name": "bash"}, {"name": "curl"}]))),
+        )
+        .await?;
+        let with_curl = report(json!({"bash": "5.2.15-2", "curl": "7.88.1-10"}));
+        cbs.patch(
+            "debian",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"spec": {"tester": {"podAnnotations": {"sim.coreforge.dev/termination-message": with_curl}}}}),
+            ),
+        )
+        .await?;
+        release(&client, &ns, "r1", "12.0.0", "Published").await?;
+        wait_phase(&client, &ns, "r1", Phase::Published).await?;
+
+        // The next CoreBuild drops curl from the contract (and the image).
+        cbs.patch("debian", &PatchParams::default(), &Patch::Merge(contract(json!([{"name": "bash"}])))).await?;
+        let without = report(json!({"bash": "5.2.15-2"}));
+        cbs.patch(
+            "debian",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"spec": {"tester": {"podAnnotations": {"sim.coreforge.dev/termination-message": without}}}}),
+            ),
+        )
+        .await?;
+        release(&client, &ns, "r2", "12.0.1", "Published").await?;
+        let irs: Api<ImageRelease> = Api::namespaced(client.clone(), &ns);
+        let r2 = support::wait_for(&irs, "r2", "ContractKept=False", SETTLE, |r| {
+            r.status.as_ref().is_some_and(|s| {
+                coreforge::api::find_condition(&s.conditions, "ContractKept").is_some_and(|c| c.status == "False")
+            })
+        })
+        .await?;
+        let st = r2.status.unwrap();
+        let kept = coreforge::api::find_condition(&st.conditions, "ContractKept").unwrap();
+        ensure!(kept.reason == "IncompatibleChange" && kept.message.contains("package:curl was removed"), "{kept:?}");
+        ensure!(st.phase == Some(Phase::Verified), "blocked before publishing");
+        ensure!(coreforge::api::find_condition(&st.conditions, "Stalled").is_some_and(|c| c.status == "True"));
+        ensure!(fixtures::registry_digest(REGISTRY, &format!("{ns}/core"), "12.0.1", None).await?.is_none());
+
+        // The same change in a new major version publishes, and the diff is recorded.
+        release(&client, &ns, "r3", "13.0.0", "Published").await?;
+        let r3 = wait_phase(&client, &ns, "r3", Phase::Published).await?;
+        let st = r3.status.unwrap();
+        ensure!(st.contract_baseline.as_deref() == Some("12.0.0"));
+        ensure!(st.contract_changes == ["incompatible: package:curl was removed"], "{:?}", st.contract_changes);
+        let kept = coreforge::api::find_condition(&st.conditions, "ContractKept").unwrap();
+        ensure!(kept.status == "True" && kept.reason == "NewMajorVersion");
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn release_notes_list_every_advisory_and_the_base_change() -> anyhow::Result<()> {
+    fixtures::install_crds().await?;
+    support::with_namespace("notes", |client, ns| async move {
+        let _controller = ControllerProcess::start(&ns).await?;
+        create_core_build(&client, &ns, json!({"maxSupported": 5})).await?;
+        release(&client, &ns, "r1", "12.0.0", "Published").await?;
+        let r1 = wait_phase(&client, &ns, "r1", Phase::Published).await?;
+        let old_base = r1.status.unwrap().provenance.unwrap().base_digest;
+        // A new base for the next release.
+        let cbs: Api<CoreBuild> = Api::namespaced(client.clone(), &ns);
+        let new_base = fixtures::DIGEST2;
+        cbs.patch("debian", &PatchParams::default(), &Patch::Merge(json!({"spec": {"base": format!("{REGISTRY}/base@{new_base}")}}))).await?;
+        let digest = fixtures::seed_image(&fixtures::staging(&ns), None).await?;
+        let patch = json!({"spec": {"builder": {"podAnnotations": {"sim.coreforge.dev/termination-message": fixtures::build_result(&digest)}}}});
+        cbs.patch("debian", &PatchParams::default(), &Patch::Merge(patch)).await?;
+        let mut r = fixtures::release("r2", "debian", "12.1.0");
+        r["spec"]["target"] = json!("Published");
+        r["spec"]["releaseNotes"] = json!("Refresh on the new point release.");
+        r["spec"]["advisories"] = json!([
+            {"id": "DSA-5800-1", "type": "Security", "severity": "Critical", "cves": ["CVE-2024-45490", "CVE-2024-45491"], "summary": "expat"},
+            {"id": "CFBA-2026-7", "type": "Bugfix", "summary": "tzdata 2026a"},
+            {"id": "CFWA-2026-2", "type": "Workaround", "severity": "Low", "summary": "pin the locale archive"},
+        ]);
+        let irs: Api<ImageRelease> = Api::namespaced(client.clone(), &ns);
+        irs.create(&PostParams::default(), &serde_json::from_value(r)?).await?;
+        let r2 = wait_phase(&client, &ns, "r2", Phase::Published).await?;
+        let notes = r2.status.unwrap().release_notes.unwrap_or_default();
+        for want in [
+            "# debian 12.1.0",
+            "Refresh on the new point release.",
+            "## Security\n\n- **DSA-5800-1** (Critical): expat — CVE-2024-45490, CVE-2024-45491\n",
+            "## Bug fixes\n\n- **CFBA-2026-7**: tzdata 2026a\n",
+            "## Workarounds\n\n- **CFWA-2026-2** (Low): pin the locale archive\n",
+            &format!("- `{old_base}` → `{new_base}` (since 12.0.0)"),
+            "## Contract changes since 12.0.0\n\n- none\n",
+        ] {
+            ensure!(notes.contains(want), "the notes lack {want:?}:\n{notes}");
+        }
+        // Readable with kubectl.
+        let out = support::run(support::kubectl().args(["get", "ir", "r2", "-n", &ns, "-o", "jsonpath={.status.releaseNotes}"])).await?;
+        ensure!(out == notes);
+        Ok(())
+    })
+    .await
+}
