@@ -199,6 +199,9 @@ impl Credentials {
 pub struct Registry {
     client: Client,
     credentials: Credentials,
+    /// For what `oci-client` does not do (deleting manifests).
+    http: reqwest::Client,
+    scheme: &'static str,
 }
 
 #[derive(Deserialize)]
@@ -253,7 +256,14 @@ impl Registry {
             platform_resolver: Some(Box::new(oci_client::client::linux_amd64_resolver)),
             ..Default::default()
         };
-        Registry { client: Client::new(config), credentials }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(60))
+            .danger_accept_invalid_certs(tls.is_some_and(|t| t.skip_verify))
+            .user_agent(concat!("coreforge/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .unwrap_or_default();
+        Registry { client: Client::new(config), credentials, http, scheme: if insecure { "http" } else { "https" } }
     }
 
     /// Runs `op` up to three times, backing off 0.5 s, then 1 s, on transient failures;
@@ -449,6 +459,50 @@ impl Registry {
         })
         .await?;
         Ok(())
+    }
+
+    /// Deletes the manifest `repo@digest`, and with it every tag that points at it
+    /// (registries delete manifests, not tags). A manifest that is already gone is fine.
+    pub async fn delete_manifest(&self, repo: &str, digest: &str) -> Result<(), RegistryError> {
+        let r = parse_reference(&format!("{repo}@{digest}"))?;
+        let auth = self.credentials.for_registry(r.resolve_registry());
+        let token =
+            self.client.auth(&r, &auth, RegistryOperation::Push).await.map_err(|e| RegistryError::from_oci(e, &r))?;
+        let url = format!("{}://{}/v2/{}/manifests/{digest}", self.scheme, r.resolve_registry(), r.repository());
+        let result = self
+            .retry("delete_manifest", || async {
+                let mut request = self.http.delete(&url);
+                request = match (&token, &auth) {
+                    (Some(t), _) => request.bearer_auth(t),
+                    (None, RegistryAuth::Basic(u, p)) => request.basic_auth(u, Some(p)),
+                    _ => request,
+                };
+                let response = request.send().await.map_err(|e| RegistryError::Unreachable {
+                    registry: r.registry().to_string(),
+                    message: error_chain(&e),
+                })?;
+                match response.status().as_u16() {
+                    200..=299 => Ok(()),
+                    404 => Err(RegistryError::NotFound { reference: r.whole() }),
+                    401 | 403 => Err(RegistryError::Unauthorized {
+                        registry: r.registry().to_string(),
+                        message: format!("DELETE {url}: {}", response.status()),
+                    }),
+                    _ => Err(RegistryError::Other {
+                        registry: r.registry().to_string(),
+                        message: format!(
+                            "DELETE {url}: {} {}",
+                            response.status(),
+                            response.text().await.unwrap_or_default()
+                        ),
+                    }),
+                }
+            })
+            .await;
+        match result {
+            Ok(()) | Err(RegistryError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Pushes a manifest (with the blobs it names) under `repo:tag`; used to seed images.

@@ -91,8 +91,14 @@ async fn max_supported_deprecates_and_retire_after_retires_through_a_restart() -
             "the version tag stays"
         );
         let cbs: Api<CoreBuild> = Api::namespaced(client.clone(), &ns);
-        let cb = cbs.get("debian").await?.status.unwrap();
-        ensure!(cb.releases.unwrap().retired == 1 && cb.channels.iter().all(|c| c.version == "12.0.2"));
+        support::wait_for(&cbs, "debian", "the CoreBuild to count the retired release", SETTLE, |cb| {
+            cb.status.as_ref().is_some_and(|s| {
+                s.releases.as_ref().is_some_and(|r| r.retired == 1 && r.published == 2)
+                    && !s.channels.is_empty()
+                    && s.channels.iter().all(|c| c.version == "12.0.2")
+            })
+        })
+        .await?;
         Ok(())
     })
     .await
@@ -112,9 +118,35 @@ async fn an_explicit_target_retires_at_once_and_cannot_go_back() -> anyhow::Resu
         let phases: Vec<_> = r.status.unwrap().history.iter().map(|t| t.phase).collect();
         ensure!(phases.ends_with(&[Phase::Published, Phase::Deprecated, Phase::Retired]), "{phases:?}");
         match irs.patch("r1", &PatchParams::default(), &Patch::Merge(json!({"spec": {"target": "Published"}}))).await {
-            Err(kube::Error::Api(e)) if e.code == 422 && e.message.contains("target only moves forward") => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 422 && e.message.contains("target only moves forward") => {}
             other => anyhow::bail!("moving target back was not refused: {other:?}"),
         }
+        // By default the version tag stays pullable.
+        let repo = format!("{ns}/core");
+        ensure!(fixtures::registry_digest(REGISTRY, &repo, "12.0.0", None).await?.is_some());
+
+        // With deleteRetiredTags, retiring deletes it.
+        let cbs: Api<CoreBuild> = Api::namespaced(client.clone(), &ns);
+        cbs.patch(
+            "debian",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"lifecycle": {"deleteRetiredTags": true}}})),
+        )
+        .await?;
+        release(&client, &ns, "r2", "12.0.1", "Retired").await?;
+        let r2 = support::wait_for(&irs, "r2", "retired, its tag deleted", SETTLE, |r| {
+            phase(r) == Some(Phase::Retired) && r.status.as_ref().is_some_and(|s| s.published.is_empty())
+        })
+        .await?;
+        ensure!(r2.status.unwrap().published_at.is_some(), "it was published before");
+        ensure!(fixtures::registry_digest(REGISTRY, &repo, "12.0.1", None).await?.is_none(), "the version tag is gone");
+        // The policy holds for releases retired before it was switched on, too.
+        support::wait_for(&irs, "r1", "r1's tag deleted", SETTLE, |r| {
+            r.status.as_ref().is_some_and(|s| s.published.is_empty())
+        })
+        .await?;
+        ensure!(fixtures::registry_digest(REGISTRY, &repo, "12.0.0", None).await?.is_none());
+        Ok(())
     })
     .await
 }

@@ -383,8 +383,11 @@ pub struct LifecyclePolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64), pattern(pattern::DURATION))]
     pub support_window: Option<String>,
-    /// Delete the version tag from the catalog when a release is retired. Default false:
-    /// retired releases leave every channel but stay pullable by version.
+    /// Delete a retired release's version tag from the catalog (every retired release,
+    /// also those retired before this was set). Registries delete manifests, not tags, so
+    /// this deletes the manifest; it is skipped while a release that is not retired shares
+    /// the digest. Default false: retired releases leave every channel but stay pullable
+    /// by version.
     #[serde(default)]
     pub delete_retired_tags: bool,
 }

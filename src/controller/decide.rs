@@ -87,6 +87,9 @@ pub struct Observed {
     pub siblings: Vec<Sibling>,
     /// The CoreBuild's lifecycle policy as it is now (for Published and Deprecated releases).
     pub policy: Option<LifecyclePolicy>,
+    /// The outcome of deleting a retired release's version tag (filled in by the edges
+    /// when [`wants_tag_deletion`]).
+    pub tag_deletion: Option<Result<(), CatalogError>>,
 }
 
 /// Why the catalog could not be used.
@@ -150,6 +153,16 @@ pub fn wants_publication(release: &ImageRelease, siblings: &[Sibling]) -> bool {
     phase == Some(Phase::Verified)
         && release.spec.target >= Target::Published
         && contract_gate(release, siblings).incompatible.is_empty()
+}
+
+/// Whether the edges must delete a retired release's version tag: the policy says so, it
+/// still has published references, and no release that is not retired shares its digest.
+pub fn wants_tag_deletion(release: &ImageRelease, policy: Option<&LifecyclePolicy>, shared_digest: bool) -> bool {
+    let st = release.status.as_ref();
+    st.and_then(|s| s.phase) == Some(Phase::Retired)
+        && policy.is_some_and(|p| p.delete_retired_tags)
+        && st.is_some_and(|s| !s.published.is_empty())
+        && !shared_digest
 }
 
 /// The contract changes of a Verified release since the newest Published release of its
@@ -412,7 +425,15 @@ pub fn decide(release: &ImageRelease, observed: &Observed, now: &Time) -> Decisi
         }
         Phase::Retired => {
             let at = cx.st.retired_at.as_ref().map(|t| t.0.to_string()).unwrap_or_default();
-            cx.headline("Retired", format!("retired at {at}; in no channel"));
+            match &observed.tag_deletion {
+                Some(Ok(())) => {
+                    let refs = std::mem::take(&mut cx.st.published).join(", ");
+                    cx.note(false, "VersionTagDeleted", format!("deleted {refs} (lifecycle.deleteRetiredTags)"));
+                    cx.headline("Retired", format!("retired at {at}; its version tag was deleted"));
+                }
+                Some(Err(e)) => cx.wait_for_catalog(PUBLISHED, e, "deleting the retired version tag"),
+                None => cx.headline("Retired", format!("retired at {at}; in no channel")),
+            }
         }
         Phase::Failed => {
             // Nothing new happened: the failure recorded when it happened still explains it.

@@ -20,6 +20,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::decide::{
     CatalogError, Create, Observed, decide, staging_digest_to_check, status_changed, wanted_attempt, wants_publication,
+    wants_tag_deletion,
 };
 use super::observe::observe_job;
 use crate::api::{CoreBuild, FIELD_MANAGER, ImageRelease, ImageReleaseStatus, Phase};
@@ -172,16 +173,22 @@ async fn observe(client: &Client, ns: &str, release: &ImageRelease) -> Result<Ob
         });
     }
     let phase = release.status.as_ref().and_then(|s| s.phase);
-    if matches!(phase, Some(Phase::Verified | Phase::Published | Phase::Deprecated)) {
+    let mut shared_digest = false;
+    if matches!(phase, Some(Phase::Verified | Phase::Published | Phase::Deprecated | Phase::Retired)) {
         let all: Api<ImageRelease> = Api::namespaced(client.clone(), ns);
-        observed.siblings = all
+        let others: Vec<ImageRelease> = all
             .list(&ListParams::default())
             .await?
             .items
-            .iter()
+            .into_iter()
             .filter(|r| r.spec.core_build == release.spec.core_build && r.metadata.name != release.metadata.name)
-            .filter_map(Sibling::of)
             .collect();
+        let digest = release.status.as_ref().and_then(|s| s.digest.clone());
+        shared_digest = others.iter().any(|r| {
+            let st = r.status.as_ref();
+            st.and_then(|s| s.digest.clone()) == digest && st.and_then(|s| s.phase) != Some(Phase::Retired)
+        });
+        observed.siblings = others.iter().filter_map(Sibling::of).collect();
     }
     if wants_publication(release, &observed.siblings)
         && let Some(digest) = release.status.as_ref().and_then(|s| s.digest.clone())
@@ -192,7 +199,7 @@ async fn observe(client: &Client, ns: &str, release: &ImageRelease) -> Result<Ob
         });
     }
     let published = observed.publication.as_ref().is_some_and(|p| p.is_ok())
-        || matches!(phase, Some(Phase::Published | Phase::Deprecated));
+        || matches!(phase, Some(Phase::Published | Phase::Deprecated | Phase::Retired));
     if published {
         let cbs: Api<CoreBuild> = Api::namespaced(client.clone(), ns);
         if let Some(cb) = cbs.get_opt(&release.spec.core_build).await? {
@@ -206,6 +213,14 @@ async fn observe(client: &Client, ns: &str, release: &ImageRelease) -> Result<Ob
                 .map(|c| c.name)
                 .collect();
         }
+    }
+    if wants_tag_deletion(release, observed.policy.as_ref(), shared_digest)
+        && let Some(digest) = release.status.as_ref().and_then(|s| s.digest.clone())
+    {
+        observed.tag_deletion = Some(match catalog::registry(client, ns, catalog).await? {
+            Ok(registry) => registry.delete_manifest(&catalog.repository, &digest).await.map_err(CatalogError::from),
+            Err(e) => Err(e),
+        });
     }
     Ok(observed)
 }
