@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the local control plane from the upstream Go modules and caches the
 # binaries outside the work tree. A component whose binaries are already in the
-# cache is not rebuilt. Usage: build.sh [kubernetes|etcd|kwok ...] (default: all)
+# cache is not rebuilt. Usage: build.sh [kubernetes|etcd|kwok|helm ...] (default: all)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=tests/cluster/lib.sh
@@ -109,14 +109,43 @@ require sigs.k8s.io/kwok $v" \
     "-X sigs.k8s.io/kwok/pkg/consts.Version=$v"
 }
 
+build_helm() {
+  local v=$HELM_VERSION
+  if [[ -f "$CACHE_DIR/helm-$v/.complete" ]]; then
+    log "helm $v: cached in $CACHE_DIR/helm-$v"
+    return 0
+  fi
+  need_go
+  # helm's go.mod has no replace directives, so requiring helm alone resolves
+  # every dependency at the version helm itself was tested with. Like helm's
+  # Makefile, stamp the Kubernetes version its client libraries implement
+  # (k8s.io/client-go v0.N -> 1.N): `helm template` reports it as the default
+  # .Capabilities.KubeVersion and `helm lint` checks deprecations against it.
+  local modfile minor
+  modfile=$(cd /tmp && GOFLAGS=-mod=mod go mod download -json "helm.sh/helm/v3@$v" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+  [[ -f "$modfile" ]] || die "could not download helm.sh/helm/v3@$v from the Go module proxy"
+  minor=$(sed -n 's#^\s*k8s.io/client-go v0\.\([0-9]*\)\..*#\1#p' "$modfile" | head -n1)
+  [[ -n $minor ]] || die "helm $v: no k8s.io/client-go requirement in $modfile"
+  local go_directive
+  go_directive=$(sed -n 's/^go \([0-9.]*\)$/\1/p' "$modfile")
+  local hv=helm.sh/helm/v3/internal/version k=helm.sh/helm/v3/pkg
+  build_module helm "$v" "module coreforge.local/helm-build
+
+go ${go_directive:-1.24}
+
+require helm.sh/helm/v3 $v" \
+    "helm.sh/helm/v3/cmd/helm" \
+    "-X $hv.version=$v -X $hv.gitTreeState=clean -X $k/lint/rules.k8sVersionMajor=1 -X $k/lint/rules.k8sVersionMinor=$minor -X $k/chartutil.k8sVersionMajor=1 -X $k/chartutil.k8sVersionMinor=$minor"
+}
+
 main() {
   local targets=("$@")
-  [[ ${#targets[@]} -gt 0 ]] || targets=(etcd kwok kubernetes)
+  [[ ${#targets[@]} -gt 0 ]] || targets=(etcd kwok kubernetes helm)
   mkdir -p "$CACHE_DIR"
   for t in "${targets[@]}"; do
     case $t in
-      kubernetes | etcd | kwok) "build_$t" ;;
-      *) die "unknown component '$t' (known: kubernetes etcd kwok)" ;;
+      kubernetes | etcd | kwok | helm) "build_$t" ;;
+      *) die "unknown component '$t' (known: kubernetes etcd kwok helm)" ;;
     esac
   done
 }
