@@ -23,8 +23,7 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail, ensure};
@@ -62,81 +61,9 @@ const RULES: &[(&str, &str, &[&str])] = &[
 // ---------------------------------------------------------------------------------
 // Tools
 
-/// Where `tests/cluster/build.sh` caches what it builds (as `lib.sh` computes it).
-fn cache_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("COREFORGE_CACHE").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir);
-    }
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache"));
-    base.join("coreforge")
-}
-
-/// The pinned helm binary, built by `tests/cluster/build.sh helm` if it is not cached
-/// yet (once per test process; parallel tests wait for the same build).
-async fn helm_binary() -> anyhow::Result<PathBuf> {
-    static HELM: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let outcome = tokio::task::spawn_blocking(|| {
-        HELM.get_or_init(|| {
-            let version = support::pinned_version("HELM_VERSION").map_err(|e| format!("{e:#}"))?;
-            let bin = cache_dir().join(format!("helm-{version}")).join("bin").join("helm");
-            if bin.is_file() {
-                return Ok(bin);
-            }
-            let script = support::repo_root().join("tests/cluster/build.sh");
-            let output = std::process::Command::new(&script)
-                .arg("helm")
-                .current_dir(support::repo_root())
-                .stdin(std::process::Stdio::null())
-                .output()
-                .map_err(|e| format!("could not run {}: {e}", script.display()))?;
-            if !output.status.success() || !bin.is_file() {
-                return Err(format!(
-                    "{} helm failed ({}), or built no {}:\n{}{}",
-                    script.display(),
-                    output.status,
-                    bin.display(),
-                    String::from_utf8_lossy(&output.stdout),
-                    String::from_utf8_lossy(&output.stderr)
-                ));
-            }
-            Ok(bin)
-        })
-        .clone()
-    })
-    .await
-    .context("the task building helm panicked")?;
-    outcome.map_err(|e| anyhow!(e))
-}
-
-/// A scratch directory for this test run under `target/packaging/`.
-fn scratch(name: &str) -> anyhow::Result<PathBuf> {
-    let dir = support::repo_root().join("target/packaging").join(name);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    Ok(dir)
-}
-
-/// `helm ARGS...` in the repository root, with its state under `target/packaging/helm`
-/// (not the user's ~/.config and ~/.cache) and the local cluster's kubeconfig.
-async fn helm(args: &[&str]) -> anyhow::Result<String> {
-    let bin = helm_binary().await?;
-    let home = scratch("helm")?;
-    let mut cmd = tokio::process::Command::new(bin);
-    cmd.args(args)
-        .current_dir(support::repo_root())
-        .env("HELM_CACHE_HOME", home.join("cache"))
-        .env("HELM_CONFIG_HOME", home.join("config"))
-        .env("HELM_DATA_HOME", home.join("data"))
-        .env("KUBECONFIG", support::kubeconfig_path())
-        .kill_on_drop(true);
-    support::run(&mut cmd).await
-}
-
 /// Like [`helm`], expecting it to fail; returns its stderr.
 async fn helm_fails(args: &[&str]) -> anyhow::Result<String> {
-    match helm(args).await {
+    match fixtures::helm(args).await {
         Ok(out) => bail!("helm {args:?} succeeded but should have failed; it printed:\n{out}"),
         Err(e) => Ok(format!("{e:#}")),
     }
@@ -146,7 +73,7 @@ async fn helm_fails(args: &[&str]) -> anyhow::Result<String> {
 async fn render(release: &str, ns: &str, extra: &[&str]) -> anyhow::Result<String> {
     let mut args = vec!["template", release, CHART, "--namespace", ns];
     args.extend_from_slice(extra);
-    helm(&args).await
+    fixtures::helm(&args).await
 }
 
 /// The objects of a multi-document YAML stream (empty documents skipped).
@@ -211,7 +138,7 @@ fn files_in(dir: &str, ext: &str) -> anyhow::Result<BTreeSet<String>> {
 
 /// `kubectl apply --dry-run=server` of `manifests`: every object must be accepted.
 async fn server_dry_run(ns: &str, case: &str, manifests: &str) -> anyhow::Result<()> {
-    let file = scratch(ns)?.join(format!("{case}.yaml"));
+    let file = fixtures::scratch(ns)?.join(format!("{case}.yaml"));
     std::fs::write(&file, manifests)?;
     let file_arg = file.to_string_lossy().into_owned();
     let out = support::run(support::kubectl().args(["apply", "--dry-run=server", "-f", &file_arg]))
@@ -295,7 +222,7 @@ fn monitoring_copies_are_identical_to_deploy_monitoring() -> anyhow::Result<()> 
 
 #[tokio::test]
 async fn helm_lint_passes() -> anyhow::Result<()> {
-    let out = helm(&["lint", "--strict", CHART]).await?;
+    let out = fixtures::helm(&["lint", "--strict", CHART]).await?;
     ensure!(out.contains("0 chart(s) failed"), "helm lint:\n{out}");
     for values in [
         "watchNamespaces=[\"team-a\",\"team-b\"]",
@@ -306,7 +233,7 @@ async fn helm_lint_passes() -> anyhow::Result<()> {
         if values.starts_with("leaderElection") {
             args.extend(["--set", "replicas=1"]);
         }
-        let out = helm(&args).await.with_context(|| format!("helm lint with {values}"))?;
+        let out = fixtures::helm(&args).await.with_context(|| format!("helm lint with {values}"))?;
         ensure!(out.contains("0 chart(s) failed"), "helm lint with {values}:\n{out}");
     }
     Ok(())
@@ -316,7 +243,7 @@ async fn helm_lint_passes() -> anyhow::Result<()> {
 /// on uninstall, and `crds.install=false` leaves them out.
 #[tokio::test]
 async fn chart_crds_render_crds_byte_for_byte() -> anyhow::Result<()> {
-    let rendered = helm(&["template", "cf", CHART, "--show-only", "templates/crds.yaml"]).await?;
+    let rendered = fixtures::helm(&["template", "cf", CHART, "--show-only", "templates/crds.yaml"]).await?;
     let docs: Vec<&str> = rendered.split("\n---\n").filter(|d| d.contains("kind: CustomResourceDefinition")).collect();
     let sources = files_in("crds", ".yaml")?;
     ensure!(docs.len() == sources.len(), "{} CRDs rendered, {} in crds/", docs.len(), sources.len());
@@ -341,7 +268,7 @@ async fn chart_crds_render_crds_byte_for_byte() -> anyhow::Result<()> {
             "{crd_name} lacks the chart's labels"
         );
     }
-    let without = helm(&["template", "cf", CHART, "--set", "crds.install=false"]).await?;
+    let without = fixtures::helm(&["template", "cf", CHART, "--set", "crds.install=false"]).await?;
     ensure!(
         !documents(&without)?.iter().any(|o| kind(o) == "CustomResourceDefinition"),
         "crds.install=false still renders CRDs"
@@ -404,7 +331,8 @@ async fn chart_args_are_accepted_by_the_binary() -> anyhow::Result<()> {
 #[tokio::test]
 async fn chart_rbac_is_least_privilege_and_commented() -> anyhow::Result<()> {
     let rendered =
-        helm(&["template", "cf", CHART, "--namespace", "cf-system", "--show-only", "templates/rbac.yaml"]).await?;
+        fixtures::helm(&["template", "cf", CHART, "--namespace", "cf-system", "--show-only", "templates/rbac.yaml"])
+            .await?;
     let objs = documents(&rendered)?;
     let role: ClusterRole = serde_json::from_value(the(&objs, "ClusterRole")?.clone())?;
     let mut got = BTreeMap::new();
@@ -813,7 +741,7 @@ async fn helm_install_and_uninstall_keep_the_crds() -> anyhow::Result<()> {
         let outcome = install_and_uninstall(client, &ns, &release).await;
         if outcome.is_err() {
             // The ClusterRole and its binding are not in the namespace: do not leak them.
-            let _ = helm(&["uninstall", &release, "--namespace", &ns, "--wait", "--timeout", "60s"]).await;
+            let _ = fixtures::helm(&["uninstall", &release, "--namespace", &ns, "--wait", "--timeout", "60s"]).await;
         }
         // The kept CRDs still name this (gone) release as their owner, which would make
         // the next `helm install` refuse them: hand them back, as they were before.
@@ -878,7 +806,7 @@ async fn install_and_uninstall(client: kube::Client, ns: &str, release: &str) ->
     ]))
     .await?;
 
-    let out = helm(&["install", release, CHART, "--namespace", ns, "--wait", "--timeout", "120s"]).await?;
+    let out = fixtures::helm(&["install", release, CHART, "--namespace", ns, "--wait", "--timeout", "120s"]).await?;
     ensure!(out.contains("STATUS: deployed"), "helm install:\n{out}");
     ensure!(out.contains("Uninstalling leaves the CRDs"), "helm install printed no NOTES:\n{out}");
 
@@ -900,7 +828,7 @@ async fn install_and_uninstall(client: kube::Client, ns: &str, release: &str) ->
         );
     }
 
-    let out = helm(&["uninstall", release, "--namespace", ns, "--wait", "--timeout", "60s"]).await?;
+    let out = fixtures::helm(&["uninstall", release, "--namespace", ns, "--wait", "--timeout", "60s"]).await?;
     ensure!(out.contains("uninstalled"), "helm uninstall:\n{out}");
     ensure!(deployments.get_opt(&fullname).await?.is_none(), "the Deployment survived helm uninstall");
     ensure!(roles.get_opt(&fullname).await?.is_none(), "the ClusterRole survived helm uninstall");
@@ -936,7 +864,7 @@ async fn chart_rbac_refuses_what_the_controller_does_not_need() -> anyhow::Resul
             ],
         )
         .await?;
-        let file = scratch(&ns)?.join("rbac.yaml");
+        let file = fixtures::scratch(&ns)?.join("rbac.yaml");
         std::fs::write(&file, &manifests)?;
         support::run(support::kubectl().args(["apply", "-f", &file.to_string_lossy()])).await?;
         let token =
@@ -1051,7 +979,7 @@ async fn kustomize_base_matches_the_chart() -> anyhow::Result<()> {
 async fn kustomize_base_is_accepted() -> anyhow::Result<()> {
     fixtures::install_crds().await?;
     support::with_namespace("kustomize", |_client, ns| async move {
-        let overlay = scratch(&format!("kustomize-{ns}"))?;
+        let overlay = fixtures::scratch(&format!("kustomize-{ns}"))?;
         std::fs::write(
             overlay.join("kustomization.yaml"),
             format!(
