@@ -26,4 +26,8 @@ cargo clippy --locked --all-targets -- -D warnings
 shellcheck -x tests/*.sh tests/cluster/*.sh src/scripts/*.sh .ci/run
 
 echo "== unit and integration tests"
-cargo test --locked --no-fail-fast
+mkdir -p target
+cargo test --locked --no-fail-fast --lib --bins --tests 2>&1 | tee target/test-output.log
+# One closing line for the whole run: the sum of every test binary's results.
+awk '/^test result:/ { passed += $4; failed += $6 } END { printf "tests: %d passed, %d failed\n", passed, failed }' \
+  target/test-output.log
