@@ -27,6 +27,15 @@ async fn apply(client: &Client, ns: &str, core_build: Value, release: Value) -> 
     Ok(())
 }
 
+/// The common start: an image in staging, a CoreBuild whose build reports it, and release
+/// `r` (12.7.0, target Verified). Returns the digest.
+async fn apply_default(client: &Client, ns: &str) -> anyhow::Result<String> {
+    let digest = fixtures::seed_image(&fixtures::staging(ns), None).await?;
+    apply(client, ns, fixtures::local_core_build("debian", ns, &digest), fixtures::release("r", "debian", "12.7.0"))
+        .await?;
+    Ok(digest)
+}
+
 async fn wait_phase(client: &Client, ns: &str, name: &str, phase: Phase) -> anyhow::Result<ImageRelease> {
     let irs: Api<ImageRelease> = Api::namespaced(client.clone(), ns);
     support::wait_for(&irs, name, &format!("release {name} to be {phase}"), SETTLE, |r| {
@@ -247,14 +256,7 @@ async fn deleting_a_release_removes_its_jobs() -> anyhow::Result<()> {
     fixtures::install_crds().await?;
     support::with_namespace("gc", |client, ns| async move {
         let _controller = ControllerProcess::start(&ns).await?;
-        let digest = fixtures::seed_image(&fixtures::staging(&ns), None).await?;
-        apply(
-            &client,
-            &ns,
-            fixtures::local_core_build("debian", &ns, &digest),
-            fixtures::release("r", "debian", "12.7.0"),
-        )
-        .await?;
+        apply_default(&client, &ns).await?;
         wait_phase(&client, &ns, "r", Phase::Verified).await?;
         let irs: Api<ImageRelease> = Api::namespaced(client.clone(), &ns);
         irs.delete("r", &DeleteParams::foreground()).await?;
@@ -275,14 +277,7 @@ async fn a_settled_release_gets_no_writes_for_60_seconds() -> anyhow::Result<()>
     fixtures::install_crds().await?;
     support::with_namespace("idle", |client, ns| async move {
         let _controller = ControllerProcess::start(&ns).await?;
-        let digest = fixtures::seed_image(&fixtures::staging(&ns), None).await?;
-        apply(
-            &client,
-            &ns,
-            fixtures::local_core_build("debian", &ns, &digest),
-            fixtures::release("r", "debian", "12.7.0"),
-        )
-        .await?;
+        apply_default(&client, &ns).await?;
         wait_phase(&client, &ns, "r", Phase::Verified).await?;
         // Wait until the writes that settle the release are in the audit log…
         let settled = support::eventually(
