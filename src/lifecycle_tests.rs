@@ -13,14 +13,7 @@ fn ts(secs: i64) -> Timestamp {
 fn release(version: &str, phase: Phase, target: Target, published: Option<i64>) -> ImageRelease {
     let mut r = ImageRelease::new(
         "r",
-        ImageReleaseSpec {
-            core_build: "debian".into(),
-            version: version.into(),
-            advisories: vec![],
-            release_notes: None,
-            support_ends_at: None,
-            target,
-        },
+        ImageReleaseSpec { core_build: "debian".into(), version: version.into(), target, ..Default::default() },
     );
     r.status = Some(ImageReleaseStatus {
         phase: Some(phase),

@@ -105,10 +105,8 @@ async fn the_rendered_build_and_test_scripts_work_for_real() -> anyhow::Result<(
         ImageReleaseSpec {
             core_build: "debian".into(),
             version: "12.7.0".into(),
-            advisories: vec![],
-            release_notes: None,
-            support_ends_at: None,
             target: Target::Verified,
+            ..Default::default()
         },
     );
     release.metadata = ObjectMeta {

@@ -12,7 +12,7 @@ use super::pattern;
 
 /// One version of a CoreBuild: built from the product's pinned base and blueprint, tested
 /// against its contract, then published, deprecated and retired.
-#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[kube(
     group = "coreforge.dev",
     version = "v1alpha1",

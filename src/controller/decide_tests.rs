@@ -48,14 +48,7 @@ fn snap(attempt: i32) -> Snapshot {
 fn release(target: Target, generation: i64, status: Option<ImageReleaseStatus>) -> ImageRelease {
     let mut r = ImageRelease::new(
         "rel",
-        ImageReleaseSpec {
-            core_build: "debian".into(),
-            version: "12.7.0".into(),
-            advisories: vec![],
-            release_notes: None,
-            support_ends_at: None,
-            target,
-        },
+        ImageReleaseSpec { core_build: "debian".into(), version: "12.7.0".into(), target, ..Default::default() },
     );
     r.metadata = ObjectMeta {
         name: Some("rel".into()),
