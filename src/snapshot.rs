@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::ObjectMeta;
 use kube::{Resource, ResourceExt};
 
-use crate::api::{CoreBuildSpec, ImageRelease, LABEL_CORE_BUILD, LABEL_RELEASE, Provenance};
+use crate::api::{CoreBuildSpec, ImageRelease, Provenance};
 use crate::jobs;
 use crate::names;
 
@@ -98,9 +98,4 @@ impl Snapshot {
             containerfile: containerfile.clone(),
         })
     }
-}
-
-/// Labels a release's snapshot ConfigMaps carry (for the controller's watch).
-pub fn is_owned_by(cm: &ConfigMap, release: &str) -> bool {
-    cm.labels().get(LABEL_RELEASE).is_some_and(|r| r == release) && cm.labels().contains_key(LABEL_CORE_BUILD)
 }

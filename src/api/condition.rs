@@ -62,19 +62,9 @@ pub fn set_condition(
     }
 }
 
-/// Removes condition `type_` if present.
-pub fn remove_condition(conditions: &mut Vec<Condition>, type_: &str) {
-    conditions.retain(|c| c.type_ != type_);
-}
-
 /// The condition `type_`, if present.
 pub fn find_condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
     conditions.iter().find(|c| c.type_ == type_)
-}
-
-/// Whether condition `type_` is present and `True`.
-pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
-    find_condition(conditions, type_).is_some_and(|c| c.status == "True")
 }
 
 #[cfg(test)]
@@ -97,8 +87,6 @@ mod tests {
         set_condition(&mut c, READY, Some(true), "Verified", "c", Some(2), &at(30));
         assert_eq!(c[0].last_transition_time, at(30));
         assert_eq!(c[0].status, "True");
-        assert!(is_true(&c, READY));
-        remove_condition(&mut c, READY);
-        assert!(c.is_empty());
+        assert_eq!(find_condition(&c, READY).map(|c| c.reason.as_str()), Some("Verified"));
     }
 }

@@ -23,8 +23,9 @@ use super::decide::{
     wants_tag_deletion,
 };
 use super::observe::observe_job;
-use crate::api::{CoreBuild, FIELD_MANAGER, ImageRelease, ImageReleaseStatus, Phase};
+use crate::api::{Catalog, CoreBuild, FIELD_MANAGER, ImageRelease, ImageReleaseStatus, Phase};
 use crate::lifecycle::Sibling;
+use crate::registry::Registry;
 use crate::snapshot::Snapshot;
 use crate::{catalog, jobs, metrics, names};
 
@@ -127,6 +128,24 @@ async fn observe_job_named(
     Ok(Some(observe_job(&job, &pod_list)))
 }
 
+/// Runs `op` against the catalog's registry (with the credentials of its Secret), or says
+/// why the registry cannot be used. The outer error is the API server's.
+async fn with_registry<T, F, Fut>(
+    client: &Client,
+    ns: &str,
+    catalog: &Catalog,
+    op: F,
+) -> Result<Result<T, CatalogError>, Error>
+where
+    F: FnOnce(Registry) -> Fut,
+    Fut: Future<Output = Result<T, CatalogError>>,
+{
+    Ok(match catalog::registry(client, ns, catalog).await? {
+        Ok(registry) => op(registry).await,
+        Err(e) => Err(e),
+    })
+}
+
 /// Gathers what [`decide`] needs for `release`.
 async fn observe(client: &Client, ns: &str, release: &ImageRelease) -> Result<Observed, Error> {
     let name = release.name_any();
@@ -167,10 +186,8 @@ async fn observe(client: &Client, ns: &str, release: &ImageRelease) -> Result<Ob
     let catalog = &snap.spec.catalog;
     if let Some(digest) = staging_digest_to_check(release, observed.build_job.as_ref()) {
         let reference = format!("{}@{digest}", catalog.staging_repository);
-        observed.staging_check = Some(match catalog::registry(client, ns, catalog).await? {
-            Ok(registry) => registry.image_config(&reference).await.map_err(CatalogError::from),
-            Err(e) => Err(e),
-        });
+        observed.staging_check =
+            Some(with_registry(client, ns, catalog, |r| async move { Ok(r.image_config(&reference).await?) }).await?);
     }
     let phase = release.status.as_ref().and_then(|s| s.phase);
     let mut shared_digest = false;
@@ -193,10 +210,16 @@ async fn observe(client: &Client, ns: &str, release: &ImageRelease) -> Result<Ob
     if wants_publication(release, &observed.siblings)
         && let Some(digest) = release.status.as_ref().and_then(|s| s.digest.clone())
     {
-        observed.publication = Some(match catalog::registry(client, ns, catalog).await? {
-            Ok(registry) => catalog::publish(&registry, catalog, &digest, &release.spec.version).await,
-            Err(e) => Err(e),
-        });
+        let version = &release.spec.version;
+        observed.publication = Some(
+            with_registry(
+                client,
+                ns,
+                catalog,
+                |r| async move { catalog::publish(&r, catalog, &digest, version).await },
+            )
+            .await?,
+        );
     }
     let published = observed.publication.as_ref().is_some_and(|p| p.is_ok())
         || matches!(phase, Some(Phase::Published | Phase::Deprecated | Phase::Retired));
@@ -217,10 +240,12 @@ async fn observe(client: &Client, ns: &str, release: &ImageRelease) -> Result<Ob
     if wants_tag_deletion(release, observed.policy.as_ref(), shared_digest)
         && let Some(digest) = release.status.as_ref().and_then(|s| s.digest.clone())
     {
-        observed.tag_deletion = Some(match catalog::registry(client, ns, catalog).await? {
-            Ok(registry) => registry.delete_manifest(&catalog.repository, &digest).await.map_err(CatalogError::from),
-            Err(e) => Err(e),
-        });
+        observed.tag_deletion = Some(
+            with_registry(client, ns, catalog, |r| async move {
+                Ok(r.delete_manifest(&catalog.repository, &digest).await?)
+            })
+            .await?,
+        );
     }
     Ok(observed)
 }
