@@ -75,7 +75,7 @@ async fn releases_are_published_and_channels_follow_the_newest() -> anyhow::Resu
     fixtures::install_crds().await?;
     support::with_namespace("publish", |client, ns| async move {
         let _controller = ControllerProcess::start(&ns).await?;
-        let first = fixtures::seed_image(&fixtures::staging(&ns), None).await?;
+        let first = fixtures::seed_image(&fixtures::staging(&ns)).await?;
         create::<CoreBuild>(&client, &ns, fixtures::local_core_build("debian", &ns, &first)).await?;
         create::<ImageRelease>(&client, &ns, published("debian-12-7-0", "12.7.0")).await?;
         let r = wait_release(&client, &ns, "debian-12-7-0", "Published", |r| phase(r) == Some(Phase::Published)).await?;
@@ -100,7 +100,7 @@ async fn releases_are_published_and_channels_follow_the_newest() -> anyhow::Resu
         ensure!(refs == [format!("{REGISTRY}/{repo}:12.7.0"), format!("{REGISTRY}/{repo}:12"), format!("{REGISTRY}/{repo}:latest")], "{refs:?}");
 
         // A newer patch release moves the channels; the older version tag stays.
-        let second = fixtures::seed_image(&fixtures::staging(&ns), None).await?;
+        let second = fixtures::seed_image(&fixtures::staging(&ns)).await?;
         let cbs: Api<CoreBuild> = Api::namespaced(client.clone(), &ns);
         let patch = json!({"spec": {"builder": {"podAnnotations": {"sim.coreforge.dev/termination-message": fixtures::build_result(&second)}}}});
         cbs.patch("debian", &PatchParams::default(), &Patch::Merge(patch)).await?;
@@ -126,7 +126,7 @@ async fn an_untested_digest_never_reaches_the_catalog() -> anyhow::Result<()> {
     fixtures::install_crds().await?;
     support::with_namespace("untested", |client, ns| async move {
         let _controller = ControllerProcess::start(&ns).await?;
-        let digest = fixtures::seed_image(&fixtures::staging(&ns), None).await?;
+        let digest = fixtures::seed_image(&fixtures::staging(&ns)).await?;
         let mut cb = fixtures::local_core_build("debian", &ns, &digest);
         cb["spec"]["tester"]["podAnnotations"]["sim.coreforge.dev/termination-message"] =
             json!(fixtures::test_report(false));
@@ -172,7 +172,7 @@ async fn publishing_waits_for_a_stopped_registry_and_completes_when_it_is_back()
         let mut registry = fixtures::RegistryProcess::start(&ns).await?;
         let _controller = ControllerProcess::start(&ns).await?;
         let staging = format!("{}/{ns}/staging", registry.addr);
-        let digest = fixtures::seed_image(&staging, None).await?;
+        let digest = fixtures::seed_image(&staging).await?;
         let mut cb = fixtures::local_core_build("debian", &ns, &digest);
         cb["spec"]["catalog"]["repository"] = json!(format!("{}/{ns}/core", registry.addr));
         cb["spec"]["catalog"]["stagingRepository"] = json!(staging);
@@ -213,9 +213,10 @@ async fn wrong_credentials_block_publishing_with_a_clear_condition() -> anyhow::
         let (user, password) = fixtures::registry_credentials()?;
         // Staging is the open registry, the catalog requires credentials: publishing
         // copies the image across registries.
-        let digest = fixtures::seed_image(&fixtures::staging(&ns), None).await?;
+        let digest = fixtures::seed_image(&fixtures::staging(&ns)).await?;
         let mut cb = fixtures::local_core_build("debian", &ns, &digest);
-        cb["spec"]["catalog"]["repository"] = json!(format!("{}/{ns}/core", fixtures::AUTH_REGISTRY));
+        let repo = format!("{ns}/core");
+        cb["spec"]["catalog"]["repository"] = json!(format!("{}/{repo}", fixtures::AUTH_REGISTRY));
         cb["spec"]["catalog"]["credentialsSecret"] = json!({"name": "push"});
         create::<Secret>(&client, &ns, fixtures::docker_config_secret("push", fixtures::AUTH_REGISTRY, &user, "wrong"))
             .await?;
@@ -232,32 +233,17 @@ async fn wrong_credentials_block_publishing_with_a_clear_condition() -> anyhow::
             message.contains(&format!("registry {} refused the credentials", fixtures::AUTH_REGISTRY)),
             "{message}"
         );
-        ensure!(
-            fixtures::registry_digest(
-                fixtures::AUTH_REGISTRY,
-                &format!("{ns}/core"),
-                "12.7.0",
-                Some((&user, &password))
-            )
-            .await?
-            .is_none()
-        );
+        // What the catalog serves under the version tag, asked with the right credentials.
+        let catalog_version =
+            || fixtures::registry_digest(fixtures::AUTH_REGISTRY, &repo, "12.7.0", Some((&user, &password)));
+        ensure!(catalog_version().await?.is_none());
         // Fixing the Secret is enough: the controller keeps trying with a backoff.
         let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
         let fixed = fixtures::docker_config_secret("push", fixtures::AUTH_REGISTRY, &user, &password);
         secrets.patch("push", &PatchParams::default(), &Patch::Merge(json!({"data": fixed["data"]}))).await?;
         wait_release(&client, &ns, "r", "Published with the fixed credentials", |r| phase(r) == Some(Phase::Published))
             .await?;
-        ensure!(
-            fixtures::registry_digest(
-                fixtures::AUTH_REGISTRY,
-                &format!("{ns}/core"),
-                "12.7.0",
-                Some((&user, &password))
-            )
-            .await?
-                == Some(digest)
-        );
+        ensure!(catalog_version().await? == Some(digest));
         Ok(())
     })
     .await

@@ -30,7 +30,7 @@ async fn apply(client: &Client, ns: &str, core_build: Value, release: Value) -> 
 /// The common start: an image in staging, a CoreBuild whose build reports it, and release
 /// `r` (12.7.0, target Verified). Returns the digest.
 async fn apply_default(client: &Client, ns: &str) -> anyhow::Result<String> {
-    let digest = fixtures::seed_image(&fixtures::staging(ns), None).await?;
+    let digest = fixtures::seed_image(&fixtures::staging(ns)).await?;
     apply(client, ns, fixtures::local_core_build("debian", ns, &digest), fixtures::release("r", "debian", "12.7.0"))
         .await?;
     Ok(digest)
@@ -68,7 +68,7 @@ async fn a_release_builds_tests_and_becomes_verified() -> anyhow::Result<()> {
     fixtures::install_crds().await?;
     support::with_namespace("verified", |client, ns| async move {
         let controller = ControllerProcess::start(&ns).await?;
-        let digest = fixtures::seed_image(&fixtures::staging(&ns), None).await?;
+        let digest = fixtures::seed_image(&fixtures::staging(&ns)).await?;
         let cb = fixtures::local_core_build("debian", &ns, &digest);
         apply(&client, &ns, cb, fixtures::release("debian-12-7-0", "debian", "12.7.0")).await?;
         let r = wait_phase(&client, &ns, "debian-12-7-0", Phase::Verified).await?;
@@ -127,7 +127,7 @@ async fn a_failing_build_fails_the_release_with_the_pods_reason() -> anyhow::Res
     fixtures::install_crds().await?;
     support::with_namespace("build-fails", |client, ns| async move {
         let _controller = ControllerProcess::start(&ns).await?;
-        let digest = fixtures::seed_image(&fixtures::staging(&ns), None).await?;
+        let digest = fixtures::seed_image(&fixtures::staging(&ns)).await?;
         let mut cb = fixtures::local_core_build("debian", &ns, &digest);
         cb["spec"]["builder"]["podAnnotations"] = json!({
             "sim.coreforge.dev/exit-code": "3",
@@ -164,7 +164,7 @@ async fn a_failing_contract_check_fails_the_release_naming_the_check() -> anyhow
     fixtures::install_crds().await?;
     support::with_namespace("check-fails", |client, ns| async move {
         let _controller = ControllerProcess::start(&ns).await?;
-        let digest = fixtures::seed_image(&fixtures::staging(&ns), None).await?;
+        let digest = fixtures::seed_image(&fixtures::staging(&ns)).await?;
         let mut cb = fixtures::local_core_build("debian", &ns, &digest);
         cb["spec"]["tester"]["podAnnotations"]["sim.coreforge.dev/termination-message"] =
             json!(fixtures::test_report(false));
@@ -199,7 +199,7 @@ async fn a_missing_core_build_waits_and_resumes_when_it_appears() -> anyhow::Res
         .await?;
         ensure!(condition(&r, "Reconciling").status == "True" && condition(&r, "Stalled").status == "False");
         // A blueprint from a ConfigMap that does not exist yet.
-        let digest = fixtures::seed_image(&fixtures::staging(&ns), None).await?;
+        let digest = fixtures::seed_image(&fixtures::staging(&ns)).await?;
         let mut cb = fixtures::local_core_build("debian", &ns, &digest);
         cb["spec"]["blueprint"] = json!({"configMapRef": {"name": "blueprint"}});
         let cbs: Api<CoreBuild> = Api::namespaced(client.clone(), &ns);
@@ -230,7 +230,7 @@ async fn a_killed_controller_resumes_without_duplicate_jobs() -> anyhow::Result<
     fixtures::install_crds().await?;
     support::with_namespace("crash", |client, ns| async move {
         let controller = ControllerProcess::start(&ns).await?;
-        let digest = fixtures::seed_image(&fixtures::staging(&ns), None).await?;
+        let digest = fixtures::seed_image(&fixtures::staging(&ns)).await?;
         let mut cb = fixtures::local_core_build("debian", &ns, &digest);
         cb["spec"]["builder"]["podAnnotations"]["sim.coreforge.dev/run-seconds"] = json!("10");
         apply(&client, &ns, cb, fixtures::release("r", "debian", "12.7.0")).await?;

@@ -43,7 +43,7 @@ async fn a_follower_takes_over_from_a_killed_leader_and_the_release_completes_on
         let (_, metrics) = fixtures::http_get(&format!("http://{b_addr}/metrics")).await?;
         ensure!(metrics.contains("coreforge_leader 0"), "the follower says it does not lead");
 
-        let digest = fixtures::seed_image(&fixtures::staging(&ns), None).await?;
+        let digest = fixtures::seed_image(&fixtures::staging(&ns)).await?;
         let mut cb = fixtures::local_core_build("debian", &ns, &digest);
         cb["spec"]["builder"]["podAnnotations"]["sim.coreforge.dev/run-seconds"] = json!("10");
         let cbs: Api<CoreBuild> = Api::namespaced(client.clone(), &ns);

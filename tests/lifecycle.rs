@@ -27,7 +27,7 @@ async fn wait_phase(client: &Client, ns: &str, name: &str, want: Phase) -> anyho
 
 /// Points the CoreBuild's simulated build at a freshly pushed image, and creates a release.
 async fn release(client: &Client, ns: &str, name: &str, version: &str, target: &str) -> anyhow::Result<String> {
-    let digest = fixtures::seed_image(&fixtures::staging(ns), None).await?;
+    let digest = fixtures::seed_image(&fixtures::staging(ns)).await?;
     let cbs: Api<CoreBuild> = Api::namespaced(client.clone(), ns);
     let patch = json!({"spec": {"builder": {"podAnnotations": {"sim.coreforge.dev/termination-message": fixtures::build_result(&digest)}}}});
     cbs.patch("debian", &PatchParams::default(), &Patch::Merge(patch)).await?;
@@ -39,7 +39,7 @@ async fn release(client: &Client, ns: &str, name: &str, version: &str, target: &
 }
 
 async fn create_core_build(client: &Client, ns: &str, lifecycle: Value) -> anyhow::Result<()> {
-    let digest = fixtures::seed_image(&fixtures::staging(ns), None).await?;
+    let digest = fixtures::seed_image(&fixtures::staging(ns)).await?;
     let mut cb = fixtures::local_core_build("debian", ns, &digest);
     cb["spec"]["lifecycle"] = lifecycle;
     let cbs: Api<CoreBuild> = Api::namespaced(client.clone(), ns);
@@ -235,7 +235,7 @@ async fn release_notes_list_every_advisory_and_the_base_change() -> anyhow::Resu
         let cbs: Api<CoreBuild> = Api::namespaced(client.clone(), &ns);
         let new_base = fixtures::DIGEST2;
         cbs.patch("debian", &PatchParams::default(), &Patch::Merge(json!({"spec": {"base": format!("{REGISTRY}/base@{new_base}")}}))).await?;
-        let digest = fixtures::seed_image(&fixtures::staging(&ns), None).await?;
+        let digest = fixtures::seed_image(&fixtures::staging(&ns)).await?;
         let patch = json!({"spec": {"builder": {"podAnnotations": {"sim.coreforge.dev/termination-message": fixtures::build_result(&digest)}}}});
         cbs.patch("debian", &PatchParams::default(), &Patch::Merge(patch)).await?;
         let mut r = fixtures::release("r2", "debian", "12.1.0");

@@ -78,7 +78,7 @@ async fn prometheus_sees_a_publication_and_a_failed_build() -> anyhow::Result<()
     fixtures::install_crds().await?;
     support::with_namespace("prometheus", |client, ns| async move {
         let c = ScrapedController::start(&ns).await?;
-        let digest = fixtures::seed_image(&fixtures::staging(&ns), None).await?;
+        let digest = fixtures::seed_image(&fixtures::staging(&ns)).await?;
         let cbs: Api<CoreBuild> = Api::namespaced(client.clone(), &ns);
         cbs.create(&PostParams::default(), &serde_json::from_value(fixtures::local_core_build("good", &ns, &digest))?).await?;
         let mut broken = fixtures::local_core_build("broken", &ns, &digest);
