@@ -146,6 +146,13 @@ async fn an_explicit_target_retires_at_once_and_cannot_go_back() -> anyhow::Resu
         })
         .await?;
         ensure!(fixtures::registry_digest(REGISTRY, &repo, "12.0.0", None).await?.is_none());
+        // Each version was pushed to the catalog once, and nothing came back after its deletion.
+        let writes = fixtures::registry_manifest_writes(&repo)?;
+        for version in ["12.0.0", "12.0.1"] {
+            let pushes = writes.iter().filter(|w| **w == format!("PUT {version}")).count();
+            ensure!(pushes == 1, "{version} pushed {pushes} times: {writes:#?}");
+        }
+        ensure!(writes.last().is_some_and(|w| w.starts_with("DELETE ")), "{writes:#?}");
         Ok(())
     })
     .await

@@ -18,7 +18,7 @@ use serde_json::json;
 async fn readyz_waits_for_the_caches_and_livez_answers_meanwhile() -> anyhow::Result<()> {
     support::ensure_cluster().await?;
     // A controller whose API server never answers: its watches can never sync.
-    let dir = support::repo_root().join("target/test-logs");
+    let dir = support::test_logs();
     std::fs::create_dir_all(&dir)?;
     let kubeconfig = dir.join("unreachable.kubeconfig");
     let text = std::fs::read_to_string(support::kubeconfig_path())?;

@@ -45,6 +45,10 @@ pub async fn reconcile(cb: Arc<CoreBuild>, ctx: Arc<Context>) -> Result<Action, 
     let span = info_span!("reconcile", namespace = %ns, corebuild = %name);
     async move {
         let client = ctx.client();
+        // A fresh read, as for releases: the channels recorded in a cached status may be
+        // older than the ones this reconciler wrote last.
+        let api: Api<CoreBuild> = Api::namespaced(client.clone(), &ns);
+        let Some(cb) = api.get_opt(&name).await? else { return Ok(Action::await_change()) };
         let all: Api<ImageRelease> = Api::namespaced(client.clone(), &ns);
         let releases: Vec<ImageRelease> =
             all.list(&ListParams::default()).await?.items.into_iter().filter(|r| r.spec.core_build == name).collect();
@@ -121,7 +125,6 @@ pub async fn reconcile(cb: Arc<CoreBuild>, ctx: Arc<Context>) -> Result<Action, 
         set_condition(&mut st.conditions, STALLED, Some(stalled), s_reason, s_msg, generation, &now);
 
         if cb.status.as_ref() != Some(&st) {
-            let api: Api<CoreBuild> = Api::namespaced(client.clone(), &ns);
             let patch = serde_json::json!({"apiVersion": "coreforge.dev/v1alpha1", "kind": "CoreBuild", "status": st});
             api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
         }

@@ -267,12 +267,17 @@ pub async fn reconcile(release: Arc<ImageRelease>, ctx: Arc<Context>) -> Result<
     let name = release.name_any();
     let span = info_span!("reconcile", namespace = %ns, name = %name);
     async move {
+        // The cache says only *that* something changed, and may be behind: a CoreBuild or Job
+        // event can arrive before the event of this release's own last status write. Decide
+        // on a fresh read, so nothing (publishing a tag, deleting one) acts on an old phase.
+        let api: Api<ImageRelease> = Api::namespaced(ctx.client.clone(), &ns);
+        let Some(release) = api.get_opt(&name).await? else { return Ok(Action::await_change()) };
         if release.metadata.deletion_timestamp.is_some() {
             // Jobs and ConfigMaps go with it through their owner references.
             return Ok(Action::await_change());
         }
         let action = reconcile_once(&release, &ctx, &ns, &name).await?;
-        ctx.failures.lock().map(|mut f| f.remove(&ObjectRef::from_obj(&*release))).ok();
+        ctx.failures.lock().map(|mut f| f.remove(&ObjectRef::from_obj(&release))).ok();
         Ok(action)
     }
     .instrument(span)

@@ -55,6 +55,12 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Where tests keep what they produce: controller logs (`<namespace>-<n>.log`),
+/// per-namespace kubeconfigs, scratch files.
+pub fn test_logs() -> PathBuf {
+    repo_root().join("target").join("test-logs")
+}
+
 /// The state directory of the local control plane; `COREFORGE_CLUSTER_DIR`
 /// overrides it, as for the scripts in tests/cluster.
 pub fn cluster_dir() -> PathBuf {
@@ -201,6 +207,9 @@ where
     let outcome = tokio::spawn(body(client.clone(), ns.clone())).await;
 
     let failed = !matches!(outcome, Ok(Ok(())));
+    if failed {
+        print_controller_logs(&ns);
+    }
     let keep = failed && std::env::var_os("COREFORGE_KEEP_NAMESPACES").is_some_and(|v| v != "0");
     if keep {
         eprintln!("keeping namespace {ns} of failed test {test_name} (COREFORGE_KEEP_NAMESPACES)");
@@ -212,6 +221,29 @@ where
         Ok(result) => result.with_context(|| format!("test {test_name} in namespace {ns}")),
         Err(join_error) if join_error.is_panic() => std::panic::resume_unwind(join_error.into_panic()),
         Err(join_error) => Err(anyhow!("test {test_name} in namespace {ns} was cancelled: {join_error}")),
+    }
+}
+
+/// Prints the end of every controller log of `namespace`, so a failed test's output
+/// says what the controller was doing (the whole logs stay under [`test_logs`]).
+fn print_controller_logs(namespace: &str) {
+    const TAIL: usize = 40;
+    let Ok(entries) = std::fs::read_dir(test_logs()) else { return };
+    let mut logs: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().is_some_and(|x| x == "log")
+                && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&format!("{namespace}-")))
+        })
+        .collect();
+    logs.sort();
+    for log in logs {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        eprintln!("---- last {TAIL} lines of {} ----", log.display());
+        for line in &lines[lines.len().saturating_sub(TAIL)..] {
+            eprintln!("{line}");
+        }
     }
 }
 
