@@ -239,8 +239,9 @@ fn print_controller_logs(namespace: &str) {
     logs.sort();
     for log in logs {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        eprintln!("---- last {TAIL} lines of {} ----", log.display());
+        // Every reconcile ends with a debug line "reconciled"; what it did is in the others.
+        let lines: Vec<&str> = text.lines().filter(|l| !l.contains(" reconciled release=")).collect();
+        eprintln!("---- last {TAIL} lines of {} (without \"reconciled\" lines) ----", log.display());
         for line in &lines[lines.len().saturating_sub(TAIL)..] {
             eprintln!("{line}");
         }
