@@ -224,19 +224,16 @@ where
     }
 }
 
+/// The log of the `n`th controller a test started in `namespace` (counting from 0).
+pub fn controller_log(namespace: &str, n: usize) -> PathBuf {
+    test_logs().join(format!("{namespace}-{n}.log"))
+}
+
 /// Prints the end of every controller log of `namespace`, so a failed test's output
 /// says what the controller was doing (the whole logs stay under [`test_logs`]).
 fn print_controller_logs(namespace: &str) {
     const TAIL: usize = 40;
-    let Ok(entries) = std::fs::read_dir(test_logs()) else { return };
-    let mut logs: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension().is_some_and(|x| x == "log")
-                && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&format!("{namespace}-")))
-        })
-        .collect();
-    logs.sort();
+    let logs = (0..).map(|n| controller_log(namespace, n)).take_while(|p| p.exists());
     for log in logs {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         // Every reconcile ends with a debug line "reconciled"; what it did is in the others.
