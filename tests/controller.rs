@@ -226,6 +226,50 @@ async fn a_missing_core_build_waits_and_resumes_when_it_appears() -> anyhow::Res
 }
 
 #[tokio::test]
+async fn a_second_release_of_a_version_waits_for_the_first_to_go() -> anyhow::Result<()> {
+    fixtures::install_crds().await?;
+    support::with_namespace("duplicate", |client, ns| async move {
+        let _controller = ControllerProcess::start(&ns).await?;
+        apply_default(&client, &ns).await?;
+        wait_phase(&client, &ns, "r", Phase::Verified).await?;
+        // The same version again under another name (a copied manifest in Git).
+        let irs: Api<ImageRelease> = Api::namespaced(client.clone(), &ns);
+        irs.create(&PostParams::default(), &serde_json::from_value(fixtures::release("r-copy", "debian", "12.7.0"))?)
+            .await?;
+        let copy = support::wait_for(&irs, "r-copy", "the copy to say whose version it is", SETTLE, |r| {
+            r.status.as_ref().is_some_and(|s| {
+                coreforge::api::find_condition(&s.conditions, "Stalled").is_some_and(|c| c.reason == "DuplicateVersion")
+            })
+        })
+        .await?;
+        let stalled = condition(&copy, "Stalled");
+        ensure!(stalled.status == "True", "{stalled:?}");
+        ensure!(stalled.message.contains("belongs to ImageRelease r, created first"), "{stalled:?}");
+        ensure!(condition(&copy, "Ready").status == "False" && condition(&copy, "Reconciling").status == "False");
+        let st = copy.status.as_ref().unwrap();
+        ensure!(st.phase == Some(Phase::Pending) && st.attempt.is_none(), "{st:?}");
+        let names = jobs(&client, &ns).await?;
+        ensure!(names == ["r-a1-build", "r-a1-test"], "the copy built nothing: {names:?}");
+        let warned = support::eventually("a DuplicateVersion event", secs(30), Duration::from_millis(500), || {
+            let (client, ns) = (client.clone(), ns.clone());
+            async move {
+                Ok(event_reasons(&client, &ns, "r-copy").await?.contains(&"DuplicateVersion".to_string()).then_some(()))
+            }
+        });
+        warned.await?;
+
+        // Once the first release is deleted, the version is free and the copy is released.
+        irs.delete("r", &DeleteParams::default()).await?;
+        support::wait_deleted(&irs, "r", "the first release", SETTLE).await?;
+        let copy = wait_phase(&client, &ns, "r-copy", Phase::Verified).await?;
+        ensure!(condition(&copy, "Stalled").status == "False");
+        ensure!(jobs(&client, &ns).await?.contains(&"r-copy-a1-test".to_string()));
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
 async fn a_killed_controller_resumes_without_duplicate_jobs() -> anyhow::Result<()> {
     fixtures::install_crds().await?;
     support::with_namespace("crash", |client, ns| async move {

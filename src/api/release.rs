@@ -50,7 +50,8 @@ pub struct ImageReleaseSpec {
     #[x_kube(validation = Rule::new("self == oldSelf").message("coreBuild is immutable: create a new ImageRelease instead"))]
     pub core_build: String,
 
-    /// Semantic version of this release (`9.4.1`, `12.7.0-rc.1`). Immutable.
+    /// Semantic version of this release (`9.4.1`, `12.7.0-rc.1`). Immutable, and released once
+    /// per CoreBuild: a second release with the same version waits (`DuplicateVersion`).
     #[schemars(length(min = 5, max = 128), pattern(pattern::SEMVER))]
     #[x_kube(validation = Rule::new("self == oldSelf").message("version is immutable: create a new ImageRelease instead"))]
     pub version: String,

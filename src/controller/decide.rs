@@ -65,6 +65,9 @@ pub struct Observed {
     /// The Containerfile resolved from the live CoreBuild, or why it could not be
     /// (needed to start an attempt).
     pub blueprint: Option<Result<String, String>>,
+    /// The release of the same CoreBuild that claimed this release's version first, if
+    /// another did (see [`version_claimed_by`]; needed to start an attempt).
+    pub version_claimed_by: Option<String>,
     /// The snapshot to start from: taken from the live CoreBuild by the edges, or read back
     /// from the attempt's ConfigMap if one exists.
     pub snapshot: Option<Result<Snapshot, String>>,
@@ -173,6 +176,24 @@ fn contract_gate(release: &ImageRelease, siblings: &[Sibling]) -> lifecycle::Con
         .ok()
         .and_then(|v| lifecycle::baseline(&v, siblings, true).map(|b| lifecycle::contract_diff(&b.checks, &checks)))
         .unwrap_or_default()
+}
+
+/// Which other release of the same CoreBuild owns `release`'s version: the oldest one
+/// with that version (by creation time, then name) that is not being deleted, if it is
+/// older than `release`. A version is built and published once; a second release of it
+/// (a copied manifest, say) waits until the first is deleted instead of building an image
+/// that could only collide with the published tag.
+pub fn version_claimed_by<'a>(release: &ImageRelease, others: &'a [ImageRelease]) -> Option<&'a str> {
+    let key = |r: &ImageRelease| (r.metadata.creation_timestamp.as_ref().map(|t| t.0), r.name_any());
+    let mine = key(release);
+    others
+        .iter()
+        .filter(|o| o.spec.core_build == release.spec.core_build && o.spec.version == release.spec.version)
+        .filter(|o| o.metadata.deletion_timestamp.is_none() && o.metadata.uid != release.metadata.uid)
+        .map(|o| (key(o), o))
+        .filter(|(k, _)| *k < mine)
+        .min_by(|(a, _), (b, _)| a.cmp(b))
+        .and_then(|(_, o)| o.metadata.name.as_deref())
 }
 
 /// The object the edges must create (after reading that it does not exist yet).
@@ -469,6 +490,21 @@ fn start_attempt(cx: &mut Ctx, observed: &Observed, attempt: i32) -> bool {
             return false;
         }
         _ => {
+            if let Some(owner) = &observed.version_claimed_by {
+                let version = &cx.release.spec.version;
+                let msg = format!(
+                    "version {version} of CoreBuild {core_build} belongs to ImageRelease {owner}, created first; \
+                     a version is released once: delete this release, or {owner} and this one starts"
+                );
+                // One Warning when it starts waiting, not one per look.
+                let ready = crate::api::find_condition(&cx.st.conditions, READY);
+                if ready.is_none_or(|c| c.reason != "DuplicateVersion") {
+                    cx.note(true, "DuplicateVersion", msg.clone());
+                }
+                cx.headline("DuplicateVersion", msg);
+                cx.stalled = true;
+                return false;
+            }
             if !observed.core_build_exists {
                 cx.headline(
                     "CoreBuildNotFound",

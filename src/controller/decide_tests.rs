@@ -164,6 +164,75 @@ fn waits_for_a_missing_blueprint() {
     assert_eq!(d.create, None);
 }
 
+/// A release named `name` of `core_build`, version `version`, created at `created`.
+fn other(name: &str, core_build: &str, version: &str, created: i64) -> ImageRelease {
+    let mut r = release(Target::Published, 1, None);
+    r.metadata.name = Some(name.into());
+    r.metadata.uid = Some(format!("uid-{name}"));
+    r.metadata.creation_timestamp = Some(at(created));
+    r.spec.core_build = core_build.into();
+    r.spec.version = version.into();
+    r
+}
+
+#[test]
+fn a_version_belongs_to_its_oldest_release() {
+    let me = release(Target::Published, 1, None); // "rel", debian 12.7.0, created at 0
+    let claimed = |others: &[ImageRelease]| version_claimed_by(&me, others).map(String::from);
+    // Alone, or among other versions and other CoreBuilds, the release owns its version.
+    assert_eq!(claimed(&[]), None);
+    assert_eq!(claimed(std::slice::from_ref(&me)), None, "itself does not count");
+    assert_eq!(claimed(&[other("a", "debian", "12.7.1", -5), other("b", "ubi", "12.7.0", -5)]), None);
+    // A newer release of the same version does not take it away.
+    assert_eq!(claimed(&[other("newer", "debian", "12.7.0", 5)]), None);
+    // An older one does; the oldest of several is named.
+    let older = [other("old", "debian", "12.7.0", -5), other("oldest", "debian", "12.7.0", -9)];
+    assert_eq!(claimed(&older).as_deref(), Some("oldest"));
+    // Created in the same second: the name decides, the same way for both.
+    assert_eq!(claimed(&[other("aaa", "debian", "12.7.0", 0)]).as_deref(), Some("aaa"));
+    assert_eq!(claimed(&[other("zzz", "debian", "12.7.0", 0)]), None);
+    // Build metadata makes another version (and another tag).
+    assert_eq!(claimed(&[other("meta", "debian", "12.7.0+1", -5)]), None);
+    // One being deleted gives the version up.
+    let mut leaving = other("leaving", "debian", "12.7.0", -5);
+    leaving.metadata.deletion_timestamp = Some(at(1));
+    assert_eq!(claimed(&[leaving]), None);
+}
+
+#[test]
+fn a_second_release_of_a_version_waits_and_builds_nothing() {
+    let r = release(Target::Published, 1, None);
+    let o = Observed {
+        version_claimed_by: Some("first".into()),
+        core_build_exists: true,
+        blueprint: Some(Ok("FROM scratch\n".into())),
+        snapshot: Some(Ok(snap(1))),
+        ..Default::default()
+    };
+    let d = decide(&r, &o, &at(0));
+    assert_eq!(phase(&d), Phase::Pending);
+    assert_eq!(d.create, None, "no snapshot, no Job");
+    assert_eq!(d.status.attempt, None, "no attempt is counted");
+    let (status, reason, message) = cond(&d, READY);
+    assert_eq!((status, reason), ("False", "DuplicateVersion"));
+    assert!(message.contains("version 12.7.0 of CoreBuild debian belongs to ImageRelease first"), "{message}");
+    assert_eq!(cond(&d, STALLED), ("True", "DuplicateVersion", message));
+    assert_eq!(cond(&d, RECONCILING).0, "False");
+    assert_eq!(
+        d.notes.iter().map(|n| (n.warning, n.reason.as_str())).collect::<Vec<_>>(),
+        [(true, "DuplicateVersion")]
+    );
+    // Looking again changes nothing and tells nobody again.
+    let waiting = apply(r.clone(), &d);
+    let again = decide(&waiting, &o, &at(3));
+    assert!(again.notes.is_empty(), "{:?}", again.notes);
+    assert!(!status_changed(waiting.status.as_ref(), &again.status));
+    // Once the first is gone, it starts like any release.
+    let d = decide(&waiting, &Observed { version_claimed_by: None, ..o }, &at(5));
+    assert!(matches!(d.create, Some(Create::Snapshot(_))));
+    assert_eq!(cond(&d, STALLED).0, "False");
+}
+
 #[test]
 fn snapshots_before_anything_runs() {
     let r = release(Target::Verified, 1, None);

@@ -19,8 +19,8 @@ use serde::de::DeserializeOwned;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::decide::{
-    CatalogError, Create, Observed, decide, staging_digest_to_check, status_changed, wanted_attempt, wants_publication,
-    wants_tag_deletion,
+    CatalogError, Create, Observed, decide, staging_digest_to_check, status_changed, version_claimed_by,
+    wanted_attempt, wants_publication, wants_tag_deletion,
 };
 use super::observe::observe_job;
 use crate::api::{Catalog, CoreBuild, FIELD_MANAGER, ImageRelease, ImageReleaseStatus, Phase};
@@ -158,6 +158,14 @@ async fn observe(client: &Client, ns: &str, release: &ImageRelease) -> Result<Ob
             observed.snapshot_stored = true;
         }
         None if starting => {
+            let all: Api<ImageRelease> = Api::namespaced(client.clone(), ns);
+            let others = all.list(&ListParams::default()).await?.items;
+            observed.version_claimed_by = version_claimed_by(release, &others).map(String::from);
+            if observed.version_claimed_by.is_some() {
+                // Deleting the owner changes the CoreBuild's release counts; that status
+                // write re-runs every release of the CoreBuild, this one included.
+                return Ok(observed);
+            }
             let cbs: Api<CoreBuild> = Api::namespaced(client.clone(), ns);
             if let Some(cb) = cbs.get_opt(&release.spec.core_build).await? {
                 observed.core_build_exists = true;
