@@ -44,6 +44,17 @@ async fn wait_phase(client: &Client, ns: &str, name: &str, phase: Phase) -> anyh
     .await
 }
 
+/// Waits until release `name` has condition `type_` with reason `reason`.
+async fn wait_reason(client: &Client, ns: &str, name: &str, type_: &str, reason: &str) -> anyhow::Result<ImageRelease> {
+    let irs: Api<ImageRelease> = Api::namespaced(client.clone(), ns);
+    support::wait_for(&irs, name, &format!("{name} to show {type_} with reason {reason}"), SETTLE, |r| {
+        r.status
+            .as_ref()
+            .is_some_and(|s| coreforge::api::find_condition(&s.conditions, type_).is_some_and(|c| c.reason == reason))
+    })
+    .await
+}
+
 fn condition<'a>(r: &'a ImageRelease, t: &str) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
     let st = r.status.as_ref().expect("status");
     coreforge::api::find_condition(&st.conditions, t).unwrap_or_else(|| panic!("no {t} condition in {st:?}"))
@@ -191,12 +202,7 @@ async fn a_missing_core_build_waits_and_resumes_when_it_appears() -> anyhow::Res
         let irs: Api<ImageRelease> = Api::namespaced(client.clone(), &ns);
         irs.create(&PostParams::default(), &serde_json::from_value(fixtures::release("r", "debian", "12.7.0"))?)
             .await?;
-        let r = support::wait_for(&irs, "r", "a waiting condition", SETTLE, |r| {
-            r.status.as_ref().is_some_and(|s| {
-                coreforge::api::find_condition(&s.conditions, "Ready").is_some_and(|c| c.reason == "CoreBuildNotFound")
-            })
-        })
-        .await?;
+        let r = wait_reason(&client, &ns, "r", "Ready", "CoreBuildNotFound").await?;
         ensure!(condition(&r, "Reconciling").status == "True" && condition(&r, "Stalled").status == "False");
         // A blueprint from a ConfigMap that does not exist yet.
         let digest = fixtures::seed_image(&fixtures::staging(&ns)).await?;
@@ -204,15 +210,9 @@ async fn a_missing_core_build_waits_and_resumes_when_it_appears() -> anyhow::Res
         cb["spec"]["blueprint"] = json!({"configMapRef": {"name": "blueprint"}});
         let cbs: Api<CoreBuild> = Api::namespaced(client.clone(), &ns);
         cbs.create(&PostParams::default(), &serde_json::from_value(cb)?).await?;
-        support::wait_for(&irs, "r", "BlueprintNotFound", SETTLE, |r| {
-            r.status.as_ref().is_some_and(|s| {
-                coreforge::api::find_condition(&s.conditions, "Ready").is_some_and(|c| {
-                    c.reason == "BlueprintNotFound"
-                        && c.message.contains("blueprint ConfigMap blueprint does not exist")
-                })
-            })
-        })
-        .await?;
+        let r = wait_reason(&client, &ns, "r", "Ready", "BlueprintNotFound").await?;
+        let waiting = condition(&r, "Ready");
+        ensure!(waiting.message.contains("blueprint ConfigMap blueprint does not exist"), "{waiting:?}");
         let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
         let cm: ConfigMap = serde_json::from_value(
             json!({"metadata": {"name": "blueprint"}, "data": {"Containerfile": "FROM scratch\n"}}),
@@ -236,12 +236,7 @@ async fn a_second_release_of_a_version_waits_for_the_first_to_go() -> anyhow::Re
         let irs: Api<ImageRelease> = Api::namespaced(client.clone(), &ns);
         irs.create(&PostParams::default(), &serde_json::from_value(fixtures::release("r-copy", "debian", "12.7.0"))?)
             .await?;
-        let copy = support::wait_for(&irs, "r-copy", "the copy to say whose version it is", SETTLE, |r| {
-            r.status.as_ref().is_some_and(|s| {
-                coreforge::api::find_condition(&s.conditions, "Stalled").is_some_and(|c| c.reason == "DuplicateVersion")
-            })
-        })
-        .await?;
+        let copy = wait_reason(&client, &ns, "r-copy", "Stalled", "DuplicateVersion").await?;
         let stalled = condition(&copy, "Stalled");
         ensure!(stalled.status == "True", "{stalled:?}");
         ensure!(stalled.message.contains("belongs to ImageRelease r, created first"), "{stalled:?}");
