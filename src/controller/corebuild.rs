@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 use tracing::{Instrument, info, info_span, warn};
@@ -49,9 +49,7 @@ pub async fn reconcile(cb: Arc<CoreBuild>, ctx: Arc<Context>) -> Result<Action, 
         // older than the ones this reconciler wrote last.
         let api: Api<CoreBuild> = Api::namespaced(client.clone(), &ns);
         let Some(cb) = api.get_opt(&name).await? else { return Ok(Action::await_change()) };
-        let all: Api<ImageRelease> = Api::namespaced(client.clone(), &ns);
-        let releases: Vec<ImageRelease> =
-            all.list(&ListParams::default()).await?.items.into_iter().filter(|r| r.spec.core_build == name).collect();
+        let releases = super::release::releases_of(&client, &ns, &name).await?;
         let candidates: Vec<Candidate> = releases
             .iter()
             .map(|r| {

@@ -128,6 +128,12 @@ async fn observe_job_named(
     Ok(Some(observe_job(&job, &pod_list)))
 }
 
+/// The releases of CoreBuild `core_build` in `ns`, read fresh from the API server.
+pub(super) async fn releases_of(client: &Client, ns: &str, core_build: &str) -> Result<Vec<ImageRelease>, Error> {
+    let all: Api<ImageRelease> = Api::namespaced(client.clone(), ns);
+    Ok(all.list(&ListParams::default()).await?.items.into_iter().filter(|r| r.spec.core_build == core_build).collect())
+}
+
 /// Runs `op` against the catalog's registry (with the credentials of its Secret), or says
 /// why the registry cannot be used. The outer error is the API server's.
 async fn with_registry<T, F, Fut>(
@@ -158,8 +164,7 @@ async fn observe(client: &Client, ns: &str, release: &ImageRelease) -> Result<Ob
             observed.snapshot_stored = true;
         }
         None if starting => {
-            let all: Api<ImageRelease> = Api::namespaced(client.clone(), ns);
-            let others = all.list(&ListParams::default()).await?.items;
+            let others = releases_of(client, ns, &release.spec.core_build).await?;
             observed.version_claimed_by = version_claimed_by(release, &others).map(String::from);
             if observed.version_claimed_by.is_some() {
                 // Deleting the owner changes the CoreBuild's release counts; that status
@@ -200,14 +205,8 @@ async fn observe(client: &Client, ns: &str, release: &ImageRelease) -> Result<Ob
     let phase = release.status.as_ref().and_then(|s| s.phase);
     let mut shared_digest = false;
     if matches!(phase, Some(Phase::Verified | Phase::Published | Phase::Deprecated | Phase::Retired)) {
-        let all: Api<ImageRelease> = Api::namespaced(client.clone(), ns);
-        let others: Vec<ImageRelease> = all
-            .list(&ListParams::default())
-            .await?
-            .items
-            .into_iter()
-            .filter(|r| r.spec.core_build == release.spec.core_build && r.metadata.name != release.metadata.name)
-            .collect();
+        let mut others = releases_of(client, ns, &release.spec.core_build).await?;
+        others.retain(|r| r.metadata.name != release.metadata.name);
         let digest = release.status.as_ref().and_then(|s| s.digest.clone());
         shared_digest = others.iter().any(|r| {
             let st = r.status.as_ref();
