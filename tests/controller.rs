@@ -27,13 +27,16 @@ async fn apply(client: &Client, ns: &str, core_build: Value, release: Value) -> 
     Ok(())
 }
 
-/// The common start: an image in staging, a CoreBuild whose build reports it, and release
-/// `r` (12.7.0, target Verified). Returns the digest.
-async fn apply_default(client: &Client, ns: &str) -> anyhow::Result<String> {
+/// The common start: a controller, an image in staging, a CoreBuild whose build reports
+/// it, and release `r` (12.7.0, target Verified), waited for until it is Verified. Returns
+/// the controller, which runs until it is dropped.
+async fn verified_default(client: &Client, ns: &str) -> anyhow::Result<ControllerProcess> {
+    let controller = ControllerProcess::start(ns).await?;
     let digest = fixtures::seed_image(&fixtures::staging(ns)).await?;
     apply(client, ns, fixtures::local_core_build("debian", ns, &digest), fixtures::release("r", "debian", "12.7.0"))
         .await?;
-    Ok(digest)
+    wait_phase(client, ns, "r", Phase::Verified).await?;
+    Ok(controller)
 }
 
 async fn wait_phase(client: &Client, ns: &str, name: &str, phase: Phase) -> anyhow::Result<ImageRelease> {
@@ -229,9 +232,7 @@ async fn a_missing_core_build_waits_and_resumes_when_it_appears() -> anyhow::Res
 async fn a_second_release_of_a_version_waits_for_the_first_to_go() -> anyhow::Result<()> {
     fixtures::install_crds().await?;
     support::with_namespace("duplicate", |client, ns| async move {
-        let _controller = ControllerProcess::start(&ns).await?;
-        apply_default(&client, &ns).await?;
-        wait_phase(&client, &ns, "r", Phase::Verified).await?;
+        let _controller = verified_default(&client, &ns).await?;
         // The same version again under another name (a copied manifest in Git).
         let irs: Api<ImageRelease> = Api::namespaced(client.clone(), &ns);
         irs.create(&PostParams::default(), &serde_json::from_value(fixtures::release("r-copy", "debian", "12.7.0"))?)
@@ -294,9 +295,7 @@ async fn a_killed_controller_resumes_without_duplicate_jobs() -> anyhow::Result<
 async fn deleting_a_release_removes_its_jobs() -> anyhow::Result<()> {
     fixtures::install_crds().await?;
     support::with_namespace("gc", |client, ns| async move {
-        let _controller = ControllerProcess::start(&ns).await?;
-        apply_default(&client, &ns).await?;
-        wait_phase(&client, &ns, "r", Phase::Verified).await?;
+        let _controller = verified_default(&client, &ns).await?;
         let irs: Api<ImageRelease> = Api::namespaced(client.clone(), &ns);
         irs.delete("r", &DeleteParams::foreground()).await?;
         support::wait_deleted(&irs, "r", "the release (foreground deletion)", SETTLE).await?;
@@ -315,9 +314,7 @@ async fn deleting_a_release_removes_its_jobs() -> anyhow::Result<()> {
 async fn a_settled_release_gets_no_writes_for_60_seconds() -> anyhow::Result<()> {
     fixtures::install_crds().await?;
     support::with_namespace("idle", |client, ns| async move {
-        let _controller = ControllerProcess::start(&ns).await?;
-        apply_default(&client, &ns).await?;
-        wait_phase(&client, &ns, "r", Phase::Verified).await?;
+        let _controller = verified_default(&client, &ns).await?;
         // Wait until the writes that settle the release are in the audit log…
         let settled = support::eventually(
             "the controller's writes to show in the audit log",
