@@ -2,7 +2,8 @@
 //! coreforge: Jobs complete or fail as their simulated pods say, termination
 //! messages arrive byte for byte, pods run for as long as asked, CRDs become
 //! Established, ServiceAccount tokens work under RBAC, and the server is the
-//! pinned version with Ready nodes.
+//! pinned version with Ready nodes; the real node runs containers whose pods reach the
+//! registry and the apiserver and nothing else.
 //!
 //! Run with `cargo test --test cluster_env`; the cluster is started if needed
 //! (see tests/cluster/README.md).
@@ -295,6 +296,140 @@ async fn server_is_the_pinned_version_with_ready_nodes() -> anyhow::Result<()> {
             .filter_map(|n| n.metadata.name)
             .collect();
         ensure!(ready.len() >= 2, "want >= 2 Ready nodes, have {ready:?}");
+        Ok(())
+    })
+    .await
+}
+
+/// `$STATE_DIR/node.env`, written by up.sh: the real node's name, selector, taint and
+/// the addresses its pods use (see tests/cluster/README.md, "The real node").
+fn node_env() -> anyhow::Result<std::collections::HashMap<String, String>> {
+    let path = support::cluster_dir().join("node.env");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect())
+}
+
+/// Runs buildah with a store of its own under `dir` (vfs, chroot: as tests/builder.rs).
+fn buildah(dir: &std::path::Path, args: &[&str]) -> anyhow::Result<String> {
+    let out = std::process::Command::new("buildah")
+        .args(["--storage-driver", "vfs", "--root"])
+        .arg(dir.join("root"))
+        .arg("--runroot")
+        .arg(dir.join("run"))
+        .args(args)
+        .output()
+        .context("running buildah (tests/deps.sh installs it)")?;
+    ensure!(out.status.success(), "buildah {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Debian's busybox-static in a scratch image, pushed to `repo`; the reference by digest.
+fn busybox_image(dir: &std::path::Path, repo: &str) -> anyhow::Result<String> {
+    let ctr = buildah(dir, &["from", "scratch"])?;
+    buildah(dir, &["copy", &ctr, "/bin/busybox", "/bin/busybox"])?;
+    buildah(dir, &["run", "--isolation", "chroot", &ctr, "--", "/bin/busybox", "--install", "-s", "/bin"])?;
+    buildah(dir, &["commit", "--rm", &ctr, "busybox"])?;
+    let digest_file = dir.join("digest");
+    let target = format!("docker://{repo}:1");
+    buildah(dir, &["push", "--tls-verify=false", "--digestfile", &digest_file.to_string_lossy(), "busybox", &target])?;
+    Ok(format!("{repo}@{}", std::fs::read_to_string(digest_file)?.trim()))
+}
+
+/// A pod for the real node: its selector, and the toleration of its taint unless
+/// `tolerate` is false.
+fn real_node_pod(name: &str, env: &std::collections::HashMap<String, String>, image: &str, tolerate: bool) -> Pod {
+    let (key, value) = env["NODE_SELECTOR"].split_once('=').expect("NODE_SELECTOR is key=value");
+    let taint_key = env["NODE_TAINT"].split_once('=').expect("NODE_TAINT is key=value:effect").0;
+    let tolerations = if tolerate { json!([{ "key": taint_key, "operator": "Exists" }]) } else { json!([]) };
+    serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": { "name": name },
+        "spec": {
+            "nodeSelector": { key: value },
+            "tolerations": tolerations,
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{
+                "name": "main",
+                "image": image,
+                "command": ["/bin/sh", "-c", "echo hello from the real node; exec sleep 600"],
+            }],
+        },
+    }))
+    .expect("valid Pod")
+}
+
+#[tokio::test]
+async fn real_node_runs_containers_that_reach_only_the_environment() -> anyhow::Result<()> {
+    with_namespace("real_node", |client, ns| async move {
+        let env = node_env()?;
+        let dir = support::repo_root().join("target/real-node").join(&ns);
+        std::fs::create_dir_all(&dir)?;
+        let image = busybox_image(&dir, &format!("{}/{ns}/busybox", env["REGISTRY"]));
+        buildah(&dir, &["rmi", "--all", "--force"]).ok();
+        std::fs::remove_dir_all(&dir).ok();
+        let image = image?;
+
+        // Without the toleration nothing lands there: the taint keeps it Pending.
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        pods.create(&PostParams::default(), &real_node_pod("untolerated", &env, &image, false)).await?;
+        let pending = wait_for(&pods, "untolerated", "the scheduler to reject untolerated", secs(30), |p| {
+            support::condition_status(p, "PodScheduled").is_some()
+        })
+        .await?;
+        ensure!(
+            support::condition_status(&pending, "PodScheduled").as_deref() == Some("False"),
+            "a pod without the toleration was scheduled: {:?}",
+            pending.status
+        );
+
+        // With it, a real container runs: Ready, with an IP from the pods' subnet.
+        pods.create(&PostParams::default(), &real_node_pod("shell", &env, &image, true)).await?;
+        let running = wait_for(&pods, "shell", "pod shell to be Ready on the real node", secs(90), |p| {
+            has_condition(p, "Ready") || matches!(phase(p), "Succeeded" | "Failed")
+        })
+        .await?;
+        ensure!(phase(&running) == "Running", "phase {}: {:?}", phase(&running), running.status);
+        let spec = running.spec.as_ref().context("no spec")?;
+        ensure!(spec.node_name.as_deref() == Some(env["NODE_NAME"].as_str()), "on {:?}", spec.node_name);
+        let status = running.status.as_ref().context("no status")?;
+        ensure!(status.host_ip.as_deref() == Some(env["POD_GATEWAY"].as_str()), "hostIP {:?}", status.host_ip);
+        let subnet_prefix = env["POD_GATEWAY"].rsplit_once('.').unwrap().0.to_string() + ".";
+        let pod_ip = status.pod_ip.clone().unwrap_or_default();
+        ensure!(pod_ip.starts_with(&subnet_prefix), "pod IP {pod_ip:?} is not in {}", env["POD_SUBNET"]);
+
+        // Logs and exec go through the apiserver to the kubelet.
+        let logs = support::run(support::kubectl().args(["-n", &ns, "logs", "shell"])).await?;
+        ensure!(logs.contains("hello from the real node"), "logs: {logs:?}");
+        let exec = |script: String| {
+            let ns = ns.clone();
+            async move {
+                support::run(support::kubectl().args(["-n", &ns, "exec", "shell", "--", "/bin/sh", "-c", &script]))
+                    .await
+            }
+        };
+
+        // The registry, at the gateway (the v2 API answers `{}`), and the apiserver at
+        // the `kubernetes` Service IP (DNAT to its forwarder) with the pod's
+        // ServiceAccount token. busybox's wget does not verify certificates (up.sh puts
+        // the Service IP and the gateway in the apiserver's), and its `-T` crashes in
+        // Debian's build: `timeout` bounds it instead.
+        let v2 = exec(format!("timeout 10 wget -q -O - http://{}/v2/", env["POD_REGISTRY"])).await?;
+        ensure!(v2.trim() == "{}", "registry at {}: {v2:?}", env["POD_REGISTRY"]);
+        let version = exec(
+            "timeout 10 wget -q -O - --header \"Authorization: Bearer $(cat /var/run/secrets/kubernetes.io/serviceaccount/token)\" \
+             https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT/version"
+                .into(),
+        )
+        .await?;
+        ensure!(version.contains("\"gitVersion\""), "apiserver via the Service IP: {version:?}");
+
+        // Nothing else: no default route (only the subnet and the Service IP).
+        let routes = exec("cat /proc/net/route".into()).await?;
+        let destinations: Vec<&str> = routes.lines().skip(1).filter_map(|l| l.split_whitespace().nth(1)).collect();
+        ensure!(!destinations.is_empty(), "no routes at all: {routes:?}");
+        ensure!(!destinations.contains(&"00000000"), "the pod has a default route:\n{routes}");
         Ok(())
     })
     .await

@@ -13,6 +13,14 @@ packages=(
   prometheus      # the local Prometheus, and promtool for the alert rules
   buildah         # runs the default build script for real; builds the controller image
   busybox-static  # a tiny real base image for the real build
+  mmdebstrap      # builds the Debian base and builder images (tests/cluster/images.sh)
+  # The real node of the local environment (tests/cluster/node.sh):
+  containerd                  # its container runtime (CRI), 1.6
+  runc                        # the OCI runtime containerd's shims call
+  containernetworking-plugins # CNI bridge, host-local and loopback in /usr/lib/cni
+  socat                       # forwards the registries and the apiserver to the pods' gateway
+  iptables                    # DNAT of the kubernetes Service IP, the pods' firewall
+  iproute2                    # ip: the bridge, veths
 )
 
 missing=()

@@ -19,6 +19,12 @@ ETCD_BIN_DIR="$CACHE_DIR/etcd-$ETCD_VERSION/bin"
 # shellcheck disable=SC2034
 KWOK_BIN_DIR="$CACHE_DIR/kwok-$KWOK_VERSION/bin"
 KUBE_BIN_DIR="$CACHE_DIR/kubernetes-$KUBERNETES_VERSION/bin"
+# shellcheck disable=SC2034
+KUBELET_BIN_DIR="$CACHE_DIR/kubelet-$KUBERNETES_VERSION/bin"
+
+# The real node (kubelet, containerd, its bridge): node.sh.
+# shellcheck source=tests/cluster/node.sh
+source "$CLUSTER_SCRIPTS/node.sh"
 
 # The components in start order. down.sh stops them in reverse order. The two
 # registries are Debian's docker-registry (the CNCF distribution registry):
@@ -26,10 +32,25 @@ KUBE_BIN_DIR="$CACHE_DIR/kubernetes-$KUBERNETES_VERSION/bin"
 # $STATE_DIR/registry-auth/credentials (user:password). Prometheus (Debian's)
 # scrapes every controller a test announces in $STATE_DIR/prometheus/targets/
 # (file service discovery, job `coreforge`) and evaluates
-# deploy/monitoring/rules.yaml.
-COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok registry registry-auth prometheus)
+# deploy/monitoring/rules.yaml. Then the real node (node.sh): forwarders from
+# its bridge to the registries and the apiserver, containerd, the kubelet.
+COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok registry registry-auth prometheus
+  "${NODE_COMPONENTS[@]}")
 
-# Every loopback port the control plane listens on, in one place. The defaults
+# Addresses, in one place. Services: SERVICE_CIDR, whose first address is the
+# `kubernetes` Service. kwok gives its simulated pods IPs from KWOK_POD_CIDR.
+# The real node's pods get IPs from POD_SUBNET (COREFORGE_POD_SUBNET, a
+# private /24 used only here), on the bridge NODE_BRIDGE (COREFORGE_NODE_BRIDGE)
+# whose address, the subnet's first, is POD_GATEWAY: the node's IP and where
+# pods find the forwarders (see default_ports and node.sh).
+# shellcheck disable=SC2034
+SERVICE_CIDR=10.96.0.0/16
+SERVICE_IP=10.96.0.1
+# shellcheck disable=SC2034
+KWOK_POD_CIDR=10.244.0.0/16
+
+# Every port the environment listens on, in one place (on loopback; the
+# kubelet and the forwarders on the real node's bridge address). The defaults
 # sit away from the well-known Kubernetes ports (2379, 6443, 10250-10259) so a
 # real cluster or kind on the same machine does not collide. Each one can be
 # overridden from the environment; up.sh records the ports it used in
@@ -45,6 +66,12 @@ default_ports() {
   REGISTRY_PORT=${COREFORGE_REGISTRY_PORT:-15000}
   REGISTRY_AUTH_PORT=${COREFORGE_REGISTRY_AUTH_PORT:-15001}
   PROMETHEUS_PORT=${COREFORGE_PROMETHEUS_PORT:-19090}
+  KUBELET_PORT=${COREFORGE_KUBELET_PORT:-16350}
+  KUBELET_HEALTHZ_PORT=${COREFORGE_KUBELET_HEALTHZ_PORT:-16348}
+  # The real node's network (recorded with the ports).
+  POD_SUBNET=${COREFORGE_POD_SUBNET:-10.217.0.0/24}
+  NODE_BRIDGE=${COREFORGE_NODE_BRIDGE:-cfbr0}
+  node_names
 }
 
 # Loads the ports of the running (or last started) cluster, else the defaults.
@@ -54,6 +81,7 @@ load_ports() {
     # shellcheck source=/dev/null
     source "$STATE_DIR/ports.env"
   fi
+  node_names
 }
 
 # component_ports NAME: the ports NAME listens on.
@@ -67,6 +95,9 @@ component_ports() {
     registry) echo "$REGISTRY_PORT" ;;
     registry-auth) echo "$REGISTRY_AUTH_PORT" ;;
     prometheus) echo "$PROMETHEUS_PORT" ;;
+    kubelet) echo "$KUBELET_PORT $KUBELET_HEALTHZ_PORT" ;;
+    # containerd: a unix socket; the forwarders: the ports of what they
+    # forward, on the bridge address.
   esac
 }
 
@@ -83,20 +114,29 @@ component_health_url() {
     registry) echo "http://127.0.0.1:$REGISTRY_PORT/v2/" ;;
     registry-auth) echo "http://127.0.0.1:$REGISTRY_AUTH_PORT/v2/" ;;
     prometheus) echo "http://127.0.0.1:$PROMETHEUS_PORT/-/ready" ;;
+    fwd-registry) echo "http://$POD_GATEWAY:$REGISTRY_PORT/v2/" ;;
+    fwd-registry-auth) echo "http://$POD_GATEWAY:$REGISTRY_AUTH_PORT/v2/" ;;
+    fwd-apiserver) echo "https://$POD_GATEWAY:$APISERVER_PORT/readyz" ;;
+    containerd) echo "unix://$CONTAINERD_SOCK (ctr version)" ;;
+    kubelet) echo "http://127.0.0.1:$KUBELET_HEALTHZ_PORT/healthz" ;;
   esac
 }
 
 # probe NAME: one quick health request, quiet. The apiserver's /readyz needs a
 # client certificate (anonymous requests are rejected), the others do not.
 probe() {
+  if [[ $1 == containerd ]]; then
+    CTR_TIMEOUT=3 ctr_ version >/dev/null 2>&1
+    return
+  fi
   local url
   url=$(component_health_url "$1")
   local args=(-fsS --max-time 3 -o /dev/null)
   if [[ $url == https://* ]]; then args+=(--cacert "$STATE_DIR/pki/ca.crt"); fi
-  if [[ $1 == kube-apiserver ]]; then
+  if [[ $1 == kube-apiserver || $1 == fwd-apiserver ]]; then
     args+=(--cert "$STATE_DIR/pki/admin.crt" --key "$STATE_DIR/pki/admin.key")
   fi
-  if [[ $1 == registry-auth ]]; then
+  if [[ $1 == registry-auth || $1 == fwd-registry-auth ]]; then
     args+=(-u "$(cat "$STATE_DIR/registry-auth/credentials" 2>/dev/null)")
   fi
   curl "${args[@]}" "$url" 2>/dev/null
@@ -123,7 +163,11 @@ is_ours() {
   cache=$(realpath -m "$CACHE_DIR")
   case $exe in
     "$cache"/*/server | "$cache"/*/kube-apiserver | "$cache"/*/kube-controller-manager | "$cache"/*/kube-scheduler | "$cache"/*/kwok) ;;
+    "$cache"/*/kubelet) ;;
     /usr/bin/docker-registry | /usr/bin/prometheus) ;; # from Debian's packages
+    # Also Debian's: the real node's runtime (a shim's -address names our
+    # socket) and the forwarders (-lf names their log).
+    /usr/bin/containerd | /usr/bin/containerd-shim-runc-v2 | /usr/bin/socat) ;;
     *) return 1 ;;
   esac
   tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$STATE_DIR/"
@@ -210,11 +254,14 @@ stop_pids() {
 }
 
 # stop_cluster: stops every process of ours, newest component first so that
-# nothing logs a storm of errors about a dependency that went away.
+# nothing logs a storm of errors about a dependency that went away; the real
+# node's containers go before containerd, and what the node left on the
+# machine after every process (node_clean_host).
 stop_cluster() {
   local i name pid pids=()
   for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do
     name=${COMPONENTS[i]}
+    [[ $name != containerd ]] || node_remove_containers
     if pid=$(component_pid "$name"); then
       log "stopping $name (pid $pid)"
       stop_pids "$pid"
@@ -227,6 +274,18 @@ stop_cluster() {
     log "stopping leftover processes of this cluster: ${pids[*]}"
     stop_pids "${pids[@]}"
   fi
+  node_clean_host
+}
+
+# remove_state_dir: rm -rf $STATE_DIR, but never through a mount point (a
+# container's root file system or a pod volume could lead into the host's
+# files): if node_clean_host could not unmount everything, stop and say so.
+remove_state_dir() {
+  local mps
+  mps=$(mounts_under "$STATE_DIR")
+  [[ -z $mps ]] || die "not removing $STATE_DIR: still mounted below it (unmount these, then rerun):
+$mps"
+  rm -rf "${STATE_DIR:?}"
 }
 
 # with_lock: serialises up.sh and down.sh (parallel test binaries may all try

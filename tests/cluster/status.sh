@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Shows what the local control plane is running: each component's pid,
 # whether it is alive, its ports and health, then the server version and the
-# nodes. Exits non-zero unless everything is up and healthy.
+# nodes (the real node's pods and network too). Exits non-zero unless
+# everything is up and healthy.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=tests/cluster/lib.sh
@@ -37,7 +38,10 @@ main() {
     echo "Kubernetes $(server_version) at https://127.0.0.1:$APISERVER_PORT"
     echo "KUBECONFIG=$STATE_DIR/kubeconfig"
     echo
-    k get nodes -o wide || ok=1
+    k get nodes -o wide -L type || ok=1
+    echo
+    echo "real node $NODE_NAME: bridge $NODE_BRIDGE $POD_GATEWAY_CIDR (pods $POD_SUBNET), containerd $CONTAINERD_SOCK"
+    k get pods -A -o wide --field-selector "spec.nodeName=$NODE_NAME" 2>/dev/null || true
   else
     echo "the apiserver is not answering; see $(log_file kube-apiserver)"
   fi

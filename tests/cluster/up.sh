@@ -2,7 +2,8 @@
 # Starts the local Kubernetes control plane on loopback, as plain processes:
 # etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok, which
 # simulates the kubelets of a few fake nodes (see stages/ and README.md), and
-# two OCI registries (open, and with htpasswd credentials) and Prometheus.
+# two OCI registries (open, and with htpasswd credentials) and Prometheus, and
+# one real node: a kubelet with containerd, on a bridge of its own (node.sh).
 #
 # Idempotent: a healthy cluster is reused; a half-started or crashed one is
 # stopped and replaced by a fresh one. Every wait is bounded and a failure
@@ -16,9 +17,6 @@ here=$(cd "$(dirname "$0")" && pwd)
 source "$here/lib.sh"
 
 NODE_COUNT=${COREFORGE_NODES:-2}
-SERVICE_CIDR=10.96.0.0/16
-SERVICE_IP=10.96.0.1 # first address of SERVICE_CIDR: the `kubernetes` Service
-POD_CIDR=10.244.0.0/16
 
 started_at=$SECONDS
 
@@ -29,11 +27,12 @@ started_at=$SECONDS
 # module proxy, and a warm start should need neither.
 missing_components() {
   local c stamp
-  for c in etcd kwok kubernetes; do
+  for c in etcd kwok kubernetes kubelet; do
     case $c in
       etcd) stamp="$CACHE_DIR/etcd-$ETCD_VERSION/.complete" ;;
       kwok) stamp="$CACHE_DIR/kwok-$KWOK_VERSION/.complete" ;;
       kubernetes) stamp="$CACHE_DIR/kubernetes-$KUBERNETES_VERSION/.complete" ;;
+      kubelet) stamp="$CACHE_DIR/kubelet-$KUBERNETES_VERSION/.complete" ;;
     esac
     [[ -f $stamp ]] || echo "$c"
   done
@@ -88,10 +87,11 @@ subjectKeyIdentifier=hash
 authorityKeyIdentifier=keyid"
   # One serving certificate for every loopback endpoint (apiserver, controller
   # manager, scheduler). The in-cluster names are there so a kubeconfig that
-  # says https://kubernetes.default.svc would verify too.
+  # says https://kubernetes.default.svc would verify too; POD_GATEWAY is where
+  # pods on the real node reach the apiserver (its forwarder, or SERVICE_IP).
   issue serving "/CN=kube-apiserver" "$leaf
 extendedKeyUsage=serverAuth
-subjectAltName=IP:127.0.0.1,DNS:localhost,IP:$SERVICE_IP,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+subjectAltName=IP:127.0.0.1,DNS:localhost,IP:$SERVICE_IP,IP:$POD_GATEWAY,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
   local client="$leaf
 extendedKeyUsage=clientAuth"
   # Cluster-admin for people, tests and kwok: the system:masters group.
@@ -106,6 +106,14 @@ extendedKeyUsage=clientAuth"
   # complete extension-apiserver-authentication ConfigMap (else they log an
   # error every few seconds).
   issue front-proxy-client "/CN=front-proxy-client" "$client"
+  # The real node: the kubelet's identity (the Node authorizer needs nothing
+  # more), its serving certificate for the node's address, and the
+  # apiserver's client certificate towards it (kubectl logs, exec).
+  issue kubelet "/O=system:nodes/CN=system:node:$NODE_NAME" "$client"
+  issue kubelet-serving "/CN=$NODE_NAME" "$leaf
+extendedKeyUsage=serverAuth
+subjectAltName=IP:$POD_GATEWAY,DNS:$NODE_NAME"
+  issue apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" "$client"
   # Service account token signing key pair (apiserver signs and verifies,
   # the token controller signs too). RSA: what every consumer supports.
   openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$pki/sa.key" 2>/dev/null
@@ -201,7 +209,10 @@ wait_until() {
 # e.g. kwok only reads the stages at start, and a bumped KUBERNETES_VERSION
 # must not keep serving the old apiserver.
 fingerprint() {
-  cat "$CLUSTER_SCRIPTS/versions.env" "$CLUSTER_SCRIPTS"/stages/*.yaml "$CLUSTER_SCRIPTS/audit-policy.yaml" "$CLUSTER_SCRIPTS/lib.sh" "$CLUSTER_SCRIPTS/up.sh" | sha256sum | cut -c1-16
+  # node.sh writes the real node's configs (containerd, CNI, kubelet).
+  cat "$CLUSTER_SCRIPTS/versions.env" "$CLUSTER_SCRIPTS"/stages/*.yaml "$CLUSTER_SCRIPTS/audit-policy.yaml" "$CLUSTER_SCRIPTS/lib.sh" \
+    "$CLUSTER_SCRIPTS/up.sh" "$CLUSTER_SCRIPTS/node.sh" "$CLUSTER_SCRIPTS/images.sh" "$CLUSTER_SCRIPTS/node/pause/main.go" |
+    sha256sum | cut -c1-16
 }
 
 # healthy: whether the cluster in $STATE_DIR is complete and working; if not,
@@ -213,7 +224,7 @@ healthy() {
     return 1
   fi
   if [[ $(<"$STATE_DIR/ready") != "$(fingerprint)" ]]; then
-    unhealthy="versions.env, stages/ or up.sh changed since it started"
+    unhealthy="versions.env, stages/, up.sh or node.sh changed since it started"
     return 1
   fi
   local c
@@ -230,6 +241,10 @@ healthy() {
   # Only our simulated nodes: tests may create Node objects of their own.
   if ! k wait --for=condition=Ready node -l type=kwok --timeout=5s >/dev/null 2>&1; then
     unhealthy="the simulated nodes are not Ready"
+    return 1
+  fi
+  if ! k wait --for=condition=Ready "node/$NODE_NAME" --timeout=5s >/dev/null 2>&1; then
+    unhealthy="the real node $NODE_NAME is not Ready"
     return 1
   fi
 }
@@ -318,10 +333,13 @@ main() {
       log "cleaning up after an incomplete start ($STATE_DIR)"
     fi
     stop_cluster
+  else
+    node_clean_host # a real node whose state dir was deleted by hand
   fi
-  rm -rf "${STATE_DIR:?}"
+  remove_state_dir
   default_ports # the new cluster uses the current environment's ports
   check_ports_free
+  node_check_host
 
   mkdir -p "$STATE_DIR"/{bin,pids,logs,kwok-home}
   mkdir -m 700 "$STATE_DIR/etcd" # etcd warns about anything more open
@@ -335,12 +353,21 @@ KWOK_PORT=$KWOK_PORT
 REGISTRY_PORT=$REGISTRY_PORT
 REGISTRY_AUTH_PORT=$REGISTRY_AUTH_PORT
 PROMETHEUS_PORT=$PROMETHEUS_PORT
+KUBELET_PORT=$KUBELET_PORT
+KUBELET_HEALTHZ_PORT=$KUBELET_HEALTHZ_PORT
+POD_SUBNET=$POD_SUBNET
+NODE_BRIDGE=$NODE_BRIDGE
 EOF
+  # The real node's network first: its address is in the serving certificate
+  # and a conflict should fail before anything runs.
+  node_record_host
+  node_network || fail "could not set up the real node's network (bridge $NODE_BRIDGE, iptables; see above)"
   # Convenience links; the components are started through them too, so `ps`
   # shows meaningful names (the etcd server binary is called `server`).
   ln -s "$ETCD_BIN_DIR/server" "$STATE_DIR/bin/etcd"
   ln -s "$ETCD_BIN_DIR/etcdctl" "$STATE_DIR/bin/etcdctl"
   ln -s "$KWOK_BIN_DIR/kwok" "$STATE_DIR/bin/kwok"
+  ln -s "$KUBELET_BIN_DIR/kubelet" "$STATE_DIR/bin/kubelet"
   local b
   for b in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
     ln -s "$KUBE_BIN_DIR/$b" "$STATE_DIR/bin/$b"
@@ -352,6 +379,7 @@ EOF
   kubeconfig "$pki/kwok.kubeconfig" kwok
   kubeconfig "$pki/kube-controller-manager.kubeconfig" kube-controller-manager
   kubeconfig "$pki/kube-scheduler.kubeconfig" kube-scheduler
+  kubeconfig "$pki/kubelet.kubeconfig" kubelet
 
   log "starting etcd on 127.0.0.1:$ETCD_PORT"
   # --unsafe-no-fsync: throwaway test data; fsync is the slowest part of etcd.
@@ -392,6 +420,10 @@ EOF
     --requestheader-extra-headers-prefix X-Remote-Extra- \
     --proxy-client-cert-file "$pki/front-proxy-client.crt" \
     --proxy-client-key-file "$pki/front-proxy-client.key" \
+    --kubelet-client-certificate "$pki/apiserver-kubelet-client.crt" \
+    --kubelet-client-key "$pki/apiserver-kubelet-client.key" \
+    --kubelet-certificate-authority "$pki/ca.crt" \
+    --kubelet-preferred-address-types InternalIP \
     --allow-privileged=true \
     --audit-policy-file "$here/audit-policy.yaml" \
     --audit-log-path "$STATE_DIR/logs/audit.log" \
@@ -444,7 +476,7 @@ EOF
     --manage-all-nodes=false \
     --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
     --server-address "127.0.0.1:$KWOK_PORT" \
-    --cidr "$POD_CIDR" \
+    --cidr "$KWOK_POD_CIDR" \
     --node-lease-duration-seconds 40
   log "starting the registries on 127.0.0.1:$REGISTRY_PORT (open) and 127.0.0.1:$REGISTRY_AUTH_PORT (htpasswd)"
   start registry /usr/bin/docker-registry serve "$(registry_config registry "$REGISTRY_PORT")"
@@ -467,14 +499,29 @@ EOF
   wait_healthy registry-auth 30
   wait_healthy prometheus 60
 
+  log "starting the real node $NODE_NAME: forwarders on $POD_GATEWAY, containerd, kubelet"
+  node_start_forwarders
+  wait_healthy fwd-registry 10
+  wait_healthy fwd-registry-auth 10
+  wait_healthy fwd-apiserver 10
+  # The images pods run (the sandbox, the Debian base, the builder), built once
+  # and cached, pushed where pods and the node's containerd pull them from.
+  "$here/images.sh" push "$POD_GATEWAY:$REGISTRY_PORT" "$STATE_DIR/images.env" ||
+    fail "could not build or push the images (see above)"
+  node_configs "$(pushed_image PAUSE_IMAGE)"
+  node_env
+  node_start
+  wait_healthy kubelet 60
+
   log "waiting for the nodes to be Ready"
   wait_until "$NODE_COUNT nodes to register" 30 kwok nodes_registered
   wait_until "the nodes to be Ready" 60 kwok k wait --for=condition=Ready node -l type=kwok --timeout=5s
   wait_until "the not-ready taints to be lifted" 60 kube-controller-manager nodes_untainted
+  wait_until "the real node $NODE_NAME to be Ready" 60 kubelet k wait --for=condition=Ready "node/$NODE_NAME" --timeout=5s
   wait_until "the default ServiceAccount" 60 kube-controller-manager k -n default get serviceaccount default
 
   fingerprint >"$STATE_DIR/ready"
-  log "up in $((SECONDS - started_at))s: Kubernetes $KUBERNETES_VERSION at https://127.0.0.1:$APISERVER_PORT with $NODE_COUNT simulated nodes"
+  log "up in $((SECONDS - started_at))s: Kubernetes $KUBERNETES_VERSION at https://127.0.0.1:$APISERVER_PORT with $NODE_COUNT simulated nodes and the real node $NODE_NAME (pods: $POD_SUBNET; $STATE_DIR/node.env)"
   log "export KUBECONFIG=$STATE_DIR/kubeconfig   # or: eval \"\$(make -s cluster-env)\""
 }
 
