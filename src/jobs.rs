@@ -4,10 +4,13 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::batch::v1::{
+    Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
+};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, KeyToPath, PodSecurityContext,
-    PodSpec, PodTemplateSpec, SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, KeyToPath, LocalObjectReference,
+    PodSecurityContext, PodSpec, PodTemplateSpec, SeccompProfile, SecretVolumeSource, SecurityContext, Volume,
+    VolumeMount,
 };
 use kube::api::ObjectMeta;
 use kube::{Resource, ResourceExt};
@@ -19,7 +22,8 @@ use crate::names;
 use crate::results::TERMINATION_MESSAGE_LIMIT;
 use crate::snapshot::{KEY_CONTAINERFILE, Snapshot};
 
-/// Builder image used when a CoreBuild names none.
+/// Builder image used when a CoreBuild names none and the controller was given no
+/// `--builder-image`: buildah's own image (it runs the default script as root).
 pub const DEFAULT_BUILDER_IMAGE: &str = "quay.io/buildah/stable:v1.39";
 /// The default build script (buildah).
 pub const BUILD_SCRIPT: &str = include_str!("scripts/build.sh");
@@ -51,9 +55,9 @@ impl Step {
     }
 }
 
-/// The builder image of a CoreBuild spec.
-pub fn builder_image(spec: &CoreBuildSpec) -> &str {
-    spec.builder.as_ref().and_then(|b| b.image.as_deref()).unwrap_or(DEFAULT_BUILDER_IMAGE)
+/// The builder image of a CoreBuild spec, or `default` when it names none.
+pub fn builder_image<'a>(spec: &'a CoreBuildSpec, default: &'a str) -> &'a str {
+    spec.builder.as_ref().and_then(|b| b.image.as_deref()).unwrap_or(default)
 }
 
 /// Labels of every object the controller creates for `release`.
@@ -134,8 +138,7 @@ pub fn output_budget(checks: usize) -> usize {
     (TERMINATION_MESSAGE_LIMIT / 2 / checks.max(1)).clamp(16, 512)
 }
 
-/// The restricted Pod Security profile for a container. The test pod does not force a
-/// non-root user: the user the image runs as is part of its contract, and is tested.
+/// The restricted Pod Security profile for a container.
 fn restricted_container(non_root: bool) -> SecurityContext {
     SecurityContext {
         allow_privilege_escalation: Some(false),
@@ -144,6 +147,41 @@ fn restricted_container(non_root: bool) -> SecurityContext {
         seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
         ..Default::default()
     }
+}
+
+/// The capabilities the default build pod keeps (everything else is dropped). buildah
+/// builds in a user namespace of its own (`--isolation chroot`, vfs storage): as root it
+/// maps the whole uid and gid range into it, which needs SETUID and SETGID, and mapping
+/// uid 0 needs SETFCAP (Linux 5.12 and later). Inside that namespace it has every
+/// capability over its own files and mounts, and none outside.
+pub const BUILDER_CAPABILITIES: &[&str] = &["SETUID", "SETGID", "SETFCAP"];
+
+/// The least privilege under which buildah builds a Containerfile with `RUN` steps in a
+/// pod (measured on containerd 1.6 and runc 1.1; see the README, "Builder privileges"):
+/// uid 0 with only [`BUILDER_CAPABILITIES`], and seccomp `Unconfined`, because the
+/// runtime's default profile refuses `unshare(CLONE_NEWUSER)` to a process without
+/// CAP_SYS_ADMIN. The alternative that keeps `RuntimeDefault` needs CAP_SYS_ADMIN in the
+/// node's user namespace, which is the larger power. Either exceeds the baseline Pod
+/// Security level, so the build namespace must allow `privileged`.
+pub fn builder_security_context() -> SecurityContext {
+    SecurityContext {
+        run_as_user: Some(0),
+        run_as_non_root: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            add: Some(BUILDER_CAPABILITIES.iter().map(|c| c.to_string()).collect()),
+        }),
+        seccomp_profile: Some(SeccompProfile { type_: "Unconfined".into(), ..Default::default() }),
+        ..Default::default()
+    }
+}
+
+/// Whether an image config's user is a non-root uid (`1001`, `1001:1001`): the kubelet
+/// can then verify `runAsNonRoot`. A user name cannot be verified before the container
+/// runs, so it gets no such promise (the contract's `user` still tests it).
+pub fn numeric_non_root(user: Option<&str>) -> bool {
+    let uid = user.unwrap_or_default().split(':').next().unwrap_or_default();
+    uid.parse::<u32>().is_ok_and(|uid| uid != 0)
 }
 
 struct JobParts {
@@ -157,8 +195,10 @@ struct JobParts {
     mounts: Vec<VolumeMount>,
     settings: PodSettings,
     deadline: i64,
-    /// Build pods run as this non-root user; test pods as the image's own user.
-    run_as_user: Option<i64>,
+    /// The container's security context unless the CoreBuild sets one.
+    security_context: SecurityContext,
+    /// Secrets to pull the image with.
+    pull_secret: Option<String>,
 }
 
 fn job(release: &ImageRelease, attempt: i32, p: JobParts) -> Job {
@@ -177,6 +217,18 @@ fn job(release: &ImageRelease, attempt: i32, p: JobParts) -> Job {
         spec: Some(JobSpec {
             // A failed step fails the attempt; retries are explicit (see the README).
             backoff_limit: Some(0),
+            // A pod evicted or deleted by a disruption (a node drain, preemption) says
+            // nothing about the build: the Job starts another instead of failing.
+            pod_failure_policy: Some(PodFailurePolicy {
+                rules: vec![PodFailurePolicyRule {
+                    action: "Ignore".into(),
+                    on_pod_conditions: Some(vec![PodFailurePolicyOnPodConditionsPattern {
+                        type_: "DisruptionTarget".into(),
+                        status: "True".into(),
+                    }]),
+                    on_exit_codes: None,
+                }],
+            }),
             active_deadline_seconds: Some(p.settings.active_deadline_seconds.unwrap_or(p.deadline)),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta { labels: Some(pod_labels), annotations, ..Default::default() }),
@@ -186,9 +238,8 @@ fn job(release: &ImageRelease, attempt: i32, p: JobParts) -> Job {
                     automount_service_account_token: Some(false),
                     node_selector: (!p.settings.node_selector.is_empty()).then(|| p.settings.node_selector.clone()),
                     tolerations: (!p.settings.tolerations.is_empty()).then(|| p.settings.tolerations.clone()),
+                    image_pull_secrets: p.pull_secret.map(|name| vec![LocalObjectReference { name }]),
                     security_context: Some(PodSecurityContext {
-                        run_as_non_root: p.run_as_user.map(|_| true),
-                        run_as_user: p.run_as_user,
                         seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
                         ..Default::default()
                     }),
@@ -200,12 +251,7 @@ fn job(release: &ImageRelease, attempt: i32, p: JobParts) -> Job {
                         args: p.args,
                         env: Some(env(p.env)),
                         resources: p.settings.resources.clone(),
-                        security_context: Some(
-                            p.settings
-                                .security_context
-                                .clone()
-                                .unwrap_or_else(|| restricted_container(p.run_as_user.is_some())),
-                        ),
+                        security_context: Some(p.settings.security_context.clone().unwrap_or(p.security_context)),
                         volume_mounts: Some(p.mounts),
                         termination_message_policy: Some("FallbackToLogsOnError".into()),
                         ..Default::default()
@@ -287,7 +333,7 @@ pub fn build_job(release: &ImageRelease, snap: &Snapshot) -> Job {
         JobParts {
             step: Step::Build,
             name: names::build_job(&release.name_any(), snap.attempt),
-            image: builder_image(spec).to_string(),
+            image: snap.builder_image.clone(),
             command,
             args,
             env: build_env(release, snap),
@@ -295,15 +341,18 @@ pub fn build_job(release: &ImageRelease, snap: &Snapshot) -> Job {
             mounts,
             settings: builder.pod,
             deadline: DEFAULT_BUILD_DEADLINE,
-            // The buildah image's unprivileged `build` user.
-            run_as_user: Some(1000),
+            security_context: builder_security_context(),
+            // The builder image is the administrator's choice, not the catalog's.
+            pull_secret: None,
         },
     )
 }
 
 /// The test Job of the attempt `snap` belongs to: the contract checks inside `image`
-/// (the built image, by digest).
-pub fn test_job(release: &ImageRelease, snap: &Snapshot, image: &str) -> Job {
+/// (the built image, by digest), whose config names `user`. The pod pulls it with the
+/// catalog's credentials, and promises `runAsNonRoot` when the image runs as a non-root
+/// uid, so that it is admitted in namespaces with the restricted Pod Security level.
+pub fn test_job(release: &ImageRelease, snap: &Snapshot, image: &str, user: Option<&str>) -> Job {
     let (ws, ws_mount) = scratch();
     let mut mounts = vec![ws_mount];
     // The test script needs a writable /tmp even on a read-only image.
@@ -327,7 +376,97 @@ pub fn test_job(release: &ImageRelease, snap: &Snapshot, image: &str) -> Job {
             mounts,
             settings: snap.spec.tester.clone().unwrap_or_default(),
             deadline: DEFAULT_TEST_DEADLINE,
-            run_as_user: None,
+            security_context: restricted_container(numeric_non_root(user)),
+            pull_secret: snap.spec.catalog.credentials_secret.as_ref().map(|s| s.name.clone()),
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn snapshot(extra: serde_json::Value) -> (ImageRelease, Snapshot) {
+        let mut spec = json!({
+            "base": format!("example.org/base@sha256:{}", "a".repeat(64)),
+            "blueprint": {"containerfile": "FROM scratch\n"},
+            "contract": {"user": "1001"},
+            "catalog": {"repository": "example.org/core", "stagingRepository": "example.org/staging"},
+        });
+        spec.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        let mut release = ImageRelease::new("r", Default::default());
+        release.metadata.namespace = Some("ns".into());
+        let snap = Snapshot {
+            name: "r-a1-snapshot".into(),
+            attempt: 1,
+            core_build_generation: 1,
+            spec: serde_json::from_value(spec).unwrap(),
+            containerfile: "FROM scratch\n".into(),
+            builder_image: "registry.local/builder@sha256:1".into(),
+        };
+        (release, snap)
+    }
+
+    fn pod(job: &Job) -> &PodSpec {
+        job.spec.as_ref().unwrap().template.spec.as_ref().unwrap()
+    }
+
+    #[test]
+    fn the_build_pod_runs_the_snapshots_builder_with_the_least_privilege_that_builds() {
+        let (release, snap) = snapshot(json!({}));
+        let job = build_job(&release, &snap);
+        let c = &pod(&job).containers[0];
+        assert_eq!(c.image.as_deref(), Some("registry.local/builder@sha256:1"));
+        let sc = c.security_context.as_ref().unwrap();
+        assert_eq!(sc.run_as_user, Some(0));
+        assert_eq!(sc.privileged, None);
+        let caps = sc.capabilities.as_ref().unwrap();
+        assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_string()][..]));
+        let added: Vec<&str> = caps.add.iter().flatten().map(String::as_str).collect();
+        assert_eq!(added, ["SETUID", "SETGID", "SETFCAP"]);
+        assert_eq!(sc.seccomp_profile.as_ref().unwrap().type_, "Unconfined");
+        assert_eq!(pod(&job).image_pull_secrets, None, "the builder image is the administrator's");
+    }
+
+    #[test]
+    fn a_corebuilds_security_context_replaces_the_default() {
+        let (release, snap) = snapshot(json!({"builder": {"securityContext": {"runAsUser": 1000}}}));
+        let job = build_job(&release, &snap);
+        let sc = pod(&job).containers[0].security_context.as_ref().unwrap();
+        assert_eq!((sc.run_as_user, sc.capabilities.as_ref()), (Some(1000), None));
+    }
+
+    #[test]
+    fn a_disrupted_pod_is_replaced_rather_than_failing_the_step() {
+        let (release, snap) = snapshot(json!({}));
+        for job in [build_job(&release, &snap), test_job(&release, &snap, "img", None)] {
+            let spec = job.spec.as_ref().unwrap();
+            assert_eq!(spec.backoff_limit, Some(0));
+            let rule = &spec.pod_failure_policy.as_ref().unwrap().rules[0];
+            assert_eq!(rule.action, "Ignore");
+            assert_eq!(rule.on_pod_conditions.as_ref().unwrap()[0].type_, "DisruptionTarget");
+        }
+    }
+
+    #[test]
+    fn the_test_pod_is_restricted_pulls_with_the_catalogs_credentials_and_promises_a_non_root_uid() {
+        let (release, snap) = snapshot(json!({"catalog": {
+            "repository": "example.org/core", "stagingRepository": "example.org/staging",
+            "credentialsSecret": {"name": "pull"},
+        }}));
+        let job = test_job(&release, &snap, "example.org/staging@sha256:1", Some("1001:1001"));
+        let p = pod(&job);
+        assert_eq!(p.image_pull_secrets.as_ref().unwrap()[0].name, "pull");
+        let sc = p.containers[0].security_context.as_ref().unwrap();
+        assert_eq!(sc.run_as_non_root, Some(true));
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(sc.seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault");
+        for user in [None, Some("0"), Some("root"), Some("app"), Some("0:1001")] {
+            let job = test_job(&release, &snap, "img", user);
+            let sc = pod(&job).containers[0].security_context.clone().unwrap();
+            assert_eq!(sc.run_as_non_root, None, "{user:?} cannot be promised non-root");
+        }
+    }
 }

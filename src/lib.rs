@@ -5,6 +5,7 @@
 //! - [`crdgen`]: renders `crds/*.yaml`;
 //! - [`controller`]: the daemon; its pure decision core is [`controller::decide`];
 //! - [`jobs`]: rendering of build and test Jobs, with the scripts in `src/scripts/`;
+//! - [`privileges`]: what an administrator lets a CoreBuild's pods ask for;
 //! - [`results`]: parsing what Jobs report; [`contract`]: judging it against the contract;
 //! - [`snapshot`]: the frozen CoreBuild an attempt is made from; [`names`]: child names;
 //! - [`telemetry`]: logging set-up.
@@ -20,6 +21,7 @@ pub mod leader;
 pub mod lifecycle;
 pub mod metrics;
 pub mod names;
+pub mod privileges;
 pub mod registry;
 pub mod results;
 pub mod snapshot;

@@ -35,6 +35,16 @@ enum Command {
         /// How long the Lease is valid without renewal (a follower takes over after it).
         #[arg(long, default_value = "15s", value_parser = parse_duration_arg)]
         lease_duration: std::time::Duration,
+        /// Builder image for CoreBuilds that name none (pin it by digest).
+        #[arg(long, env = "COREFORGE_BUILDER_IMAGE", default_value = coreforge::jobs::DEFAULT_BUILDER_IMAGE)]
+        builder_image: String,
+        /// A Linux capability a CoreBuild's builder or tester may add beyond the default
+        /// builder's (SETUID, SETGID, SETFCAP); repeat the flag, or comma-separate.
+        #[arg(long = "allow-builder-capability", env = "COREFORGE_ALLOW_BUILDER_CAPABILITIES", value_delimiter = ',')]
+        allow_builder_capabilities: Vec<String>,
+        /// Let a CoreBuild's builder or tester run privileged.
+        #[arg(long, env = "COREFORGE_ALLOW_PRIVILEGED_BUILDERS")]
+        allow_privileged_builders: bool,
         /// Log format.
         #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "COREFORGE_LOG_FORMAT")]
         log_format: LogFormat,
@@ -60,6 +70,9 @@ fn main() -> anyhow::Result<()> {
             lease_name,
             lease_namespace,
             lease_duration,
+            builder_image,
+            allow_builder_capabilities,
+            allow_privileged_builders,
         } => {
             coreforge::telemetry::init(log_format);
             let runtime = tokio::runtime::Runtime::new()?;
@@ -80,7 +93,15 @@ fn main() -> anyhow::Result<()> {
                     lease_duration,
                     renew_every: (lease_duration / 3).max(std::time::Duration::from_millis(500)),
                 });
-                let settings = coreforge::controller::Settings { namespaces, http_addr: Some(http_addr), election };
+                let pods = coreforge::controller::release::PodConfig {
+                    builder_image,
+                    privileges: coreforge::privileges::Privileges::new(
+                        allow_builder_capabilities,
+                        allow_privileged_builders,
+                    ),
+                };
+                let settings =
+                    coreforge::controller::Settings { namespaces, http_addr: Some(http_addr), election, pods };
                 coreforge::controller::run(client, settings, coreforge::controller::shutdown_signal()).await
             })
         }

@@ -19,6 +19,7 @@ pub const KEY_SPEC: &str = "corebuild.json";
 pub const KEY_CONTAINERFILE: &str = "Containerfile";
 const ANNOTATION_GENERATION: &str = "coreforge.dev/corebuild-generation";
 const ANNOTATION_ATTEMPT: &str = "coreforge.dev/attempt";
+const ANNOTATION_BUILDER_IMAGE: &str = "coreforge.dev/builder-image";
 
 /// What an attempt is made from.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,6 +34,9 @@ pub struct Snapshot {
     pub spec: CoreBuildSpec,
     /// The Containerfile.
     pub containerfile: String,
+    /// The builder image: the CoreBuild's, else the controller's default when the
+    /// attempt started.
+    pub builder_image: String,
 }
 
 impl Snapshot {
@@ -45,7 +49,7 @@ impl Snapshot {
             base: self.spec.base.clone(),
             base_digest: self.spec.base.rsplit_once('@').map(|(_, d)| d.to_string()).unwrap_or_default(),
             blueprint_hash: names::sha256(self.containerfile.as_bytes()),
-            builder_image: jobs::builder_image(&self.spec).to_string(),
+            builder_image: self.builder_image.clone(),
             snapshot: self.name.clone(),
         }
     }
@@ -61,6 +65,7 @@ impl Snapshot {
                 annotations: Some(BTreeMap::from([
                     (ANNOTATION_GENERATION.to_string(), self.core_build_generation.to_string()),
                     (ANNOTATION_ATTEMPT.to_string(), self.attempt.to_string()),
+                    (ANNOTATION_BUILDER_IMAGE.to_string(), self.builder_image.clone()),
                 ])),
                 owner_references: release.controller_owner_ref(&()).map(|o| vec![o]),
                 ..Default::default()
@@ -94,6 +99,12 @@ impl Snapshot {
             name: name.clone(),
             attempt: i32::try_from(number(ANNOTATION_ATTEMPT)?).map_err(|e| e.to_string())?,
             core_build_generation: number(ANNOTATION_GENERATION)?,
+            // Snapshots taken before the builder image was recorded used the built-in default.
+            builder_image: cm
+                .annotations()
+                .get(ANNOTATION_BUILDER_IMAGE)
+                .cloned()
+                .unwrap_or_else(|| jobs::builder_image(&spec, jobs::DEFAULT_BUILDER_IMAGE).to_string()),
             spec,
             containerfile: containerfile.clone(),
         })

@@ -121,6 +121,7 @@ async fn the_rendered_build_and_test_scripts_work_for_real() -> anyhow::Result<(
         attempt: 1,
         core_build_generation: 1,
         containerfile: spec.blueprint.containerfile.clone().unwrap(),
+        builder_image: coreforge::jobs::DEFAULT_BUILDER_IMAGE.into(),
         spec,
     };
 
@@ -152,7 +153,7 @@ async fn the_rendered_build_and_test_scripts_work_for_real() -> anyhow::Result<(
 
     // The test Job's container, run inside the image that was built (pulled by digest).
     let image = format!("{}@{}", fixtures::staging(&ns), built.digest);
-    let test_job = coreforge::jobs::test_job(&release, &snap, &image);
+    let test_job = coreforge::jobs::test_job(&release, &snap, &image, config.user.as_deref());
     let (command, env) = container(&test_job);
     ensure!(command[2] == coreforge::jobs::TEST_SCRIPT);
     let ctr = buildah(&dir, &["from", "--tls-verify=false", &image])?;
@@ -190,6 +191,8 @@ async fn the_rendered_build_and_test_scripts_work_for_real() -> anyhow::Result<(
         reason: Some("Completed".into()),
         message: Some(message.into()),
         exit_code: Some(0),
+        has_pod: true,
+        blocked: None,
     };
     let mut observed = Observed {
         snapshot: Some(Ok(snap.clone())),

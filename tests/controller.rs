@@ -342,3 +342,100 @@ async fn a_settled_release_gets_no_writes_for_60_seconds() -> anyhow::Result<()>
     })
     .await
 }
+
+#[tokio::test]
+async fn a_builder_asking_for_more_than_the_administrator_allows_gets_no_pod() -> anyhow::Result<()> {
+    fixtures::install_crds().await?;
+    support::with_namespace("privileges", |client, ns| async move {
+        let controller = ControllerProcess::start(&ns).await?;
+        let digest = fixtures::seed_image(&fixtures::staging(&ns)).await?;
+        let mut cb = fixtures::local_core_build("debian", &ns, &digest);
+        cb["spec"]["builder"]["securityContext"] = json!({"privileged": true, "capabilities": {"add": ["SYS_ADMIN"]}});
+        apply(&client, &ns, cb, fixtures::release("r", "debian", "12.7.0")).await?;
+        let r = wait_phase(&client, &ns, "r", Phase::Failed).await?;
+        let built = condition(&r, "Built");
+        ensure!(built.status == "False" && built.reason == "PrivilegesNotAllowed", "{built:?}");
+        for needle in ["spec.builder.securityContext.privileged", "--allow-privileged-builders", "SYS_ADMIN"] {
+            ensure!(built.message.contains(needle), "{needle:?} missing from {built:?}");
+        }
+        ensure!(condition(&r, "Stalled").status == "True");
+        ensure!(jobs(&client, &ns).await?.is_empty(), "no Job, so no pod, for a refused builder");
+
+        // The administrator allows exactly that; a retry then creates the build pod as asked.
+        controller.kill().await?;
+        let _controller = ControllerProcess::start_with(
+            &ns,
+            &["--http-addr", "127.0.0.1:0", "--allow-privileged-builders", "--allow-builder-capability", "sys_admin"],
+        )
+        .await?;
+        support::run(support::kubectl().args(["annotate", "ir", "r", "-n", &ns, "coreforge.dev/retry=1"])).await?;
+        wait_phase(&client, &ns, "r", Phase::Verified).await?;
+        let job = Api::<Job>::namespaced(client.clone(), &ns).get("r-a2-build").await?;
+        let sc = job.spec.unwrap().template.spec.unwrap().containers[0].security_context.clone().unwrap();
+        ensure!(sc.privileged == Some(true), "{sc:?}");
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_build_pod_refused_by_pod_security_or_unschedulable_is_named_within_seconds() -> anyhow::Result<()> {
+    fixtures::install_crds().await?;
+    support::with_namespace("pod-refused", |client, ns| async move {
+        // The default build pod needs more than `restricted` allows (see "Builder privileges").
+        support::run(support::kubectl().args(["label", "ns", &ns, "pod-security.kubernetes.io/enforce=restricted"]))
+            .await?;
+        let _controller = ControllerProcess::start(&ns).await?;
+        let digest = fixtures::seed_image(&fixtures::staging(&ns)).await?;
+        apply(
+            &client,
+            &ns,
+            fixtures::local_core_build("debian", &ns, &digest),
+            fixtures::release("r", "debian", "12.7.0"),
+        )
+        .await?;
+        let irs: Api<ImageRelease> = Api::namespaced(client.clone(), &ns);
+        let r = support::wait_for(&irs, "r", "r to name the Pod Security refusal", secs(30), |r| {
+            r.status.as_ref().is_some_and(|s| {
+                coreforge::api::find_condition(&s.conditions, "Built").is_some_and(|c| c.reason == "PodSecurityRefused")
+            })
+        })
+        .await?;
+        let built = condition(&r, "Built");
+        ensure!(built.status == "Unknown" && built.message.contains("violates PodSecurity"), "{built:?}");
+        ensure!(condition(&r, "Ready").reason == "PodSecurityRefused" && condition(&r, "Stalled").status == "True");
+        ensure!(r.status.as_ref().unwrap().phase == Some(Phase::Building), "still Building, until the deadline");
+
+        // A second release whose builder selects no node: the scheduler's words, not stalled.
+        support::run(support::kubectl().args([
+            "label",
+            "ns",
+            &ns,
+            "--overwrite",
+            "pod-security.kubernetes.io/enforce=privileged",
+        ]))
+        .await?;
+        let mut cb = fixtures::local_core_build("nowhere", &ns, &digest);
+        cb["spec"]["builder"]["nodeSelector"] = json!({"coreforge.dev/no-such-node": "true"});
+        apply(&client, &ns, cb, fixtures::release("u", "nowhere", "1.0.0")).await?;
+        let u = support::wait_for(&irs, "u", "u to say it is unschedulable", secs(30), |r| {
+            r.status.as_ref().is_some_and(|s| {
+                coreforge::api::find_condition(&s.conditions, "Built").is_some_and(|c| c.reason == "Unschedulable")
+            })
+        })
+        .await?;
+        ensure!(condition(&u, "Built").message.contains("didn't match Pod's node affinity/selector"), "{u:?}");
+        ensure!(condition(&u, "Stalled").status == "False" && condition(&u, "Reconciling").status == "True");
+        let warnings = support::eventually("the Unschedulable warning", secs(30), Duration::from_millis(500), || {
+            let (client, ns) = (client.clone(), ns.clone());
+            async move {
+                let reasons = event_reasons(&client, &ns, "u").await?;
+                Ok(reasons.iter().any(|r| r == "Unschedulable").then_some(reasons))
+            }
+        })
+        .await?;
+        ensure!(warnings.iter().filter(|r| *r == "Unschedulable").count() == 1, "one warning: {warnings:?}");
+        Ok(())
+    })
+    .await
+}

@@ -51,10 +51,10 @@ const RULES: &[(&str, &str, &[&str])] = &[
     ("coreforge.dev", "corebuilds", &["get", "list", "watch"]),
     ("coreforge.dev", "corebuilds/status", &["get", "patch", "update"]),
     ("batch", "jobs", &["get", "list", "watch", "create"]),
-    ("", "pods", &["get", "list"]),
+    ("", "pods", &["get", "list", "watch"]),
     ("", "configmaps", &["get", "list", "watch", "create"]),
     ("events.k8s.io", "events", &["create", "patch"]),
-    ("", "events", &["create", "patch"]),
+    ("", "events", &["create", "patch", "list"]),
     ("", "secrets", &["get"]),
 ];
 

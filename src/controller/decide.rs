@@ -54,6 +54,29 @@ pub struct JobObservation {
     pub message: Option<String>,
     /// The container's exit code, if it terminated.
     pub exit_code: Option<i32>,
+    /// Whether the Job has a pod.
+    pub has_pod: bool,
+    /// Why the running Job's pod does not start (or cannot be created), if it does not.
+    pub blocked: Option<Blocked>,
+}
+
+/// Why a step's pod does not start: it would otherwise stay invisible until the Job's
+/// deadline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Blocked {
+    /// `ImagePullBackOff`, `Unschedulable`, `PodSecurityRefused`, … (from the pod or the
+    /// Job's events).
+    pub reason: String,
+    /// The kubelet's, scheduler's or admission's own words.
+    pub message: String,
+}
+
+impl Blocked {
+    /// Whether a person must act: an image that cannot be pulled or a pod refused stays
+    /// so; a pod waiting for room in the cluster may yet be placed.
+    pub fn needs_a_person(&self) -> bool {
+        self.reason != "Unschedulable"
+    }
 }
 
 /// Everything the decision needs besides the release. Only what the current phase needs
@@ -73,6 +96,9 @@ pub struct Observed {
     pub snapshot: Option<Result<Snapshot, String>>,
     /// Whether `snapshot` was read from an existing ConfigMap.
     pub snapshot_stored: bool,
+    /// Why the administrator's policy refuses the pods the snapshot asks for, if it does
+    /// (see [`crate::privileges`]).
+    pub privileges_refused: Option<String>,
     /// The attempt's build Job.
     pub build_job: Option<JobObservation>,
     /// The attempt's test Job.
@@ -312,6 +338,34 @@ impl Ctx<'_> {
         self.headline(reason, message);
     }
 
+    /// A step's Job is running: say so with `reason` and `message`, or, when its pod does
+    /// not start, say why at once, as a Warning event when it first appears.
+    fn running(&mut self, step_condition: &str, job: &JobObservation, reason: &str, message: String) {
+        let Some(blocked) = &job.blocked else {
+            self.condition(step_condition, None, reason, &message);
+            self.headline(reason, message);
+            if !job.has_pod {
+                // A pod refused at creation leaves only an event, which nothing watches.
+                self.requeue_after = Some(Duration::from_secs(5));
+            }
+            return;
+        };
+        let message = format!(
+            "the pod of Job {} does not start: {}: {}; the Job fails at its deadline unless this is fixed",
+            job.name,
+            blocked.reason,
+            truncate(&blocked.message, 512)
+        );
+        let before = crate::api::find_condition(&self.st.conditions, step_condition).map(|c| c.reason.clone());
+        if before.as_deref() != Some(blocked.reason.as_str()) {
+            self.note(true, &blocked.reason, message.clone());
+        }
+        self.condition(step_condition, None, &blocked.reason, &message);
+        self.headline(&blocked.reason, message);
+        self.stalled = blocked.needs_a_person();
+        self.requeue_after = Some(Duration::from_secs(10));
+    }
+
     fn fail(&mut self, step_condition: &str, reason: &str, message: String) {
         self.condition(step_condition, Some(false), reason, &message);
         self.transition(Phase::Failed, reason, message.clone());
@@ -373,7 +427,9 @@ fn describe_failure(job: &JobObservation) -> String {
     let reason = job.reason.as_deref().unwrap_or("Failed");
     let exit = job.exit_code.map(|c| format!(" (exit code {c})")).unwrap_or_default();
     match job.message.as_deref().map(str::trim).filter(|m| !m.is_empty()) {
-        Some(m) => format!("Job {} failed: {reason}{exit}: {}", job.name, truncate(m, 512)),
+        // A failed container's message is the end of its log (FallbackToLogsOnError):
+        // the last lines say why, so those are kept.
+        Some(m) => format!("Job {} failed: {reason}{exit}: {}", job.name, last(m, 1024)),
         None => format!("Job {} failed: {reason}{exit}", job.name),
     }
 }
@@ -387,6 +443,19 @@ fn truncate(s: &str, max: usize) -> String {
         end -= 1;
     }
     format!("{}…", &s[..end])
+}
+
+/// The last `max` bytes of `s` (at a character boundary), marked as cut when they are
+/// not all of it.
+fn last(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut start = s.len() - max;
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("…{}", &s[start..])
 }
 
 /// Decides the next status of `release` and what to create.
@@ -556,6 +625,10 @@ fn start_attempt(cx: &mut Ctx, observed: &Observed, attempt: i32) -> bool {
 fn build(cx: &mut Ctx, observed: &Observed) {
     let Some(job) = &observed.build_job else {
         let Some(snap) = cx.snapshot(observed) else { return };
+        if let Some(why) = &observed.privileges_refused {
+            // Refused before any pod exists: neither the build nor the test pod is created.
+            return cx.fail(BUILT, "PrivilegesNotAllowed", why.clone());
+        }
         let name = crate::names::build_job(&cx.release.name_any(), snap.attempt);
         cx.create = Some(Create::BuildJob(snap.clone()));
         cx.st.build = Some(StepStatus { job_name: name.clone(), ..Default::default() });
@@ -567,11 +640,7 @@ fn build(cx: &mut Ctx, observed: &Observed) {
     };
     cx.st.build = Some(step_status(job));
     match job.state {
-        JobState::Running => {
-            let msg = format!("build Job {} is running", job.name);
-            cx.condition(BUILT, None, "Building", &msg);
-            cx.headline("Building", msg);
-        }
+        JobState::Running => cx.running(BUILT, job, "Building", format!("build Job {} is running", job.name)),
         JobState::Failed => cx.fail(BUILT, "BuildFailed", describe_failure(job)),
         JobState::Succeeded => match results::parse_build(job.message.as_deref().unwrap_or_default()) {
             Err(e) => cx.fail(
@@ -627,9 +696,7 @@ fn test(cx: &mut Ctx, observed: &Observed) {
     cx.st.test = Some(step_status(job));
     if job.state == JobState::Running {
         let msg = format!("test Job {} is running the contract checks", job.name);
-        cx.condition(TESTED, None, "Testing", &msg);
-        cx.headline("Testing", msg);
-        return;
+        return cx.running(TESTED, job, "Testing", msg);
     }
     let report = results::parse_test(job.message.as_deref().unwrap_or_default());
     let report = match (job.state, report) {

@@ -42,6 +42,7 @@ fn snap(attempt: i32) -> Snapshot {
         core_build_generation: 3,
         spec: spec(),
         containerfile: "FROM scratch\nRUN true\n".into(),
+        builder_image: crate::jobs::DEFAULT_BUILDER_IMAGE.into(),
     }
 }
 
@@ -75,6 +76,8 @@ fn job(name: &str, state: JobState, message: Option<&str>, reason: Option<&str>)
             JobState::Succeeded => Some(0),
             JobState::Failed => Some(3),
         },
+        has_pod: true,
+        blocked: None,
     }
 }
 
@@ -270,6 +273,24 @@ fn a_stored_snapshot_starts_the_attempt_and_creates_the_build_job() {
 }
 
 #[test]
+fn pods_beyond_the_administrators_policy_fail_the_attempt_before_any_job_exists() {
+    let r = release(Target::Published, 1, None);
+    let mut o = stored(1);
+    o.privileges_refused = Some("spec.builder.securityContext.privileged is true".into());
+    let d = decide(&r, &o, &at(10));
+    assert_eq!(phase(&d), Phase::Failed);
+    assert_eq!(d.create, None, "no Job, so no pod");
+    let (status, reason, message) = cond(&d, BUILT);
+    assert_eq!((status, reason), ("False", "PrivilegesNotAllowed"));
+    assert!(message.contains("privileged is true"), "{message}");
+    assert_eq!(cond(&d, STALLED).0, "True");
+    assert!(d.notes.iter().any(|n| n.warning && n.reason == "PrivilegesNotAllowed"));
+    // Looked at again, it stays failed and creates nothing.
+    let again = decide(&apply(r, &d), &o, &at(20));
+    assert_eq!((phase(&again), again.create), (Phase::Failed, None));
+}
+
+#[test]
 fn a_running_build_waits_without_creating() {
     let r = building(Target::Verified);
     let mut o = stored(1);
@@ -279,6 +300,57 @@ fn a_running_build_waits_without_creating() {
     assert_eq!(d.create, None);
     assert_eq!(cond(&d, BUILT).0, "Unknown");
     assert!(d.notes.is_empty());
+}
+
+#[test]
+fn a_build_pod_that_cannot_start_is_named_at_once_and_warned_about_once() {
+    let r = building(Target::Verified);
+    let mut o = stored(1);
+    let mut j = job("rel-a1-build", JobState::Running, None, None);
+    j.blocked = Some(crate::controller::decide::Blocked {
+        reason: "ImagePullBackOff".into(),
+        message: "pod rel-a1-build-x: Back-off pulling image \"registry.local/nope:1\"".into(),
+    });
+    o.build_job = Some(j);
+    let d = decide(&r, &o, &at(15));
+    assert_eq!((phase(&d), d.create.clone()), (Phase::Building, None));
+    let (status, reason, message) = cond(&d, BUILT);
+    assert_eq!((status, reason), ("Unknown", "ImagePullBackOff"));
+    assert!(message.contains("rel-a1-build") && message.contains("registry.local/nope:1"), "{message}");
+    assert_eq!(cond(&d, READY).1, "ImagePullBackOff");
+    assert_eq!(cond(&d, STALLED).0, "True");
+    assert_eq!(d.notes.iter().filter(|n| n.warning && n.reason == "ImagePullBackOff").count(), 1);
+    assert!(d.requeue_after.is_some());
+    let again = decide(&apply(r, &d), &o, &at(25));
+    assert!(again.notes.is_empty(), "warned once: {:?}", again.notes);
+    assert_eq!(cond(&again, BUILT).1, "ImagePullBackOff");
+}
+
+#[test]
+fn an_unschedulable_pod_is_named_but_not_stalled() {
+    let r = testing(Target::Verified);
+    let mut o = built();
+    let mut j = job("rel-a1-test", JobState::Running, None, None);
+    j.blocked = Some(crate::controller::decide::Blocked {
+        reason: "Unschedulable".into(),
+        message: "0/3 nodes are available".into(),
+    });
+    o.test_job = Some(j);
+    let d = decide(&r, &o, &at(25));
+    assert_eq!(cond(&d, TESTED).1, "Unschedulable");
+    assert_eq!((cond(&d, STALLED).0, cond(&d, RECONCILING).0), ("False", "True"));
+}
+
+#[test]
+fn a_running_job_without_a_pod_is_looked_at_again_soon() {
+    let r = building(Target::Verified);
+    let mut o = stored(1);
+    let mut j = job("rel-a1-build", JobState::Running, None, None);
+    j.has_pod = false;
+    o.build_job = Some(j);
+    let d = decide(&r, &o, &at(15));
+    assert_eq!(cond(&d, BUILT).1, "Building");
+    assert_eq!(d.requeue_after, Some(std::time::Duration::from_secs(5)));
 }
 
 #[test]
@@ -575,4 +647,18 @@ fn a_release_the_policy_moved_beyond_its_target_is_ready() {
     assert_eq!(cond(&d, READY).0, "True");
     assert_eq!(cond(&d, RECONCILING).0, "False");
     assert_eq!(d.status.history.last().map(|t| t.reason.as_str()), Some("Superseded"));
+}
+
+#[test]
+fn a_failed_builds_message_keeps_the_end_of_its_log() {
+    let r = building(Target::Verified);
+    let log = format!("{}\nerror building at STEP \"RUN exit 3\": exit status 3", "pulling layer ✓\n".repeat(200));
+    let mut o = stored(1);
+    o.build_job = Some(job("rel-a1-build", JobState::Failed, Some(&log), Some("Error")));
+    let d = decide(&r, &o, &at(20));
+    let (_, reason, message) = cond(&d, BUILT);
+    assert_eq!(reason, "BuildFailed");
+    assert!(message.starts_with("Job rel-a1-build failed: Error (exit code 3): …"), "{message}");
+    assert!(message.ends_with("exit status 3"), "{message}");
+    assert!(message.len() < 1200, "{} bytes", message.len());
 }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use futures::future::{BoxFuture, FutureExt, Shared};
 use futures::{StreamExt, future};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Controller;
 use kube::runtime::events::{Recorder, Reporter};
@@ -38,6 +38,8 @@ pub struct Settings {
     pub http_addr: Option<SocketAddr>,
     /// Leader election; `None` reconciles right away (a single replica).
     pub election: Option<crate::leader::Election>,
+    /// What build and test pods get and may ask for.
+    pub pods: release::PodConfig,
 }
 
 /// Resolves once SIGTERM or Ctrl-C arrives; cloneable, so every part stops on the same signal.
@@ -119,7 +121,8 @@ async fn finish(server: tokio::task::JoinHandle<anyhow::Result<()>>) -> anyhow::
 
 async fn run_controllers(client: Client, settings: &Settings, shutdown: Shutdown) -> anyhow::Result<()> {
     let reporter = Reporter { controller: "coreforge".into(), instance: std::env::var("POD_NAME").ok() };
-    let ctx = Arc::new(release::Context::new(client.clone(), Recorder::new(client.clone(), reporter)));
+    let ctx =
+        Arc::new(release::Context::new(client.clone(), Recorder::new(client.clone(), reporter), settings.pods.clone()));
     let scopes: Vec<Option<&str>> = if settings.namespaces.is_empty() {
         vec![None]
     } else {
@@ -158,6 +161,11 @@ fn scope_controllers(
         .touched_objects();
     // Metadata only: a release waiting for its blueprint ConfigMap resumes when it appears.
     let config_map_events = watcher(config_maps, watcher::Config::default()).default_backoff().touched_objects();
+    // Metadata only, of the pods of the controller's Jobs: a pod that changes (pulled,
+    // backing off, unschedulable, terminated) re-runs its release, which reads it.
+    let pods: Api<PartialObjectMeta<Pod>> = api(client, scope);
+    let pod_events =
+        watcher(pods, watcher::Config::default().labels(LABEL_RELEASE)).default_backoff().touched_objects();
 
     let release_controller = Controller::new(releases.clone(), watcher::Config::default())
         .owns(jobs, watcher::Config::default().labels(LABEL_RELEASE));
@@ -178,6 +186,10 @@ fn scope_controllers(
                 .filter(|cb| cb.spec.blueprint.config_map_ref.as_ref().is_some_and(|r| r.name == name))
                 .flat_map(|cb| releases_of(&by_config_map, &ns, &cb.name_any()))
                 .collect::<Vec<_>>()
+        })
+        .watches_stream(pod_events, |pod| {
+            let release = pod.labels().get(LABEL_RELEASE)?;
+            Some(ObjectRef::<ImageRelease>::new(release).within(&pod.namespace()?))
         })
         .graceful_shutdown_on(shutdown.clone())
         .run(release::reconcile, release::error_policy, ctx.clone())

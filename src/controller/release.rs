@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Event as CoreEvent, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
@@ -19,12 +19,13 @@ use serde::de::DeserializeOwned;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::decide::{
-    CatalogError, Create, Observed, decide, staging_digest_to_check, status_changed, version_claimed_by,
+    CatalogError, Create, JobState, Observed, decide, staging_digest_to_check, status_changed, version_claimed_by,
     wanted_attempt, wants_publication, wants_tag_deletion,
 };
-use super::observe::observe_job;
+use super::observe::{observe_job, refused_creation};
 use crate::api::{Catalog, CoreBuild, FIELD_MANAGER, ImageRelease, ImageReleaseStatus, Phase};
 use crate::lifecycle::Sibling;
+use crate::privileges::{self, Privileges};
 use crate::registry::Registry;
 use crate::snapshot::Snapshot;
 use crate::{catalog, jobs, metrics, names};
@@ -55,18 +56,34 @@ impl Error {
     }
 }
 
+/// What the administrator who runs the controller decides about build and test pods.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodConfig {
+    /// The builder image of CoreBuilds that name none.
+    pub builder_image: String,
+    /// What a CoreBuild's pods may ask for beyond the defaults.
+    pub privileges: Privileges,
+}
+
+impl Default for PodConfig {
+    fn default() -> Self {
+        Self { builder_image: jobs::DEFAULT_BUILDER_IMAGE.into(), privileges: Privileges::default() }
+    }
+}
+
 /// Shared state of the reconcilers.
 pub struct Context {
     client: Client,
     recorder: Recorder,
+    pods: PodConfig,
     /// Consecutive failures per release, for exponential backoff.
     failures: Mutex<HashMap<ObjectRef<ImageRelease>, u32>>,
 }
 
 impl Context {
-    /// A context for `client`, recording events with `recorder`.
-    pub fn new(client: Client, recorder: Recorder) -> Self {
-        Self { client, recorder, failures: Mutex::default() }
+    /// A context for `client`, recording events with `recorder`, creating pods by `pods`.
+    pub fn new(client: Client, recorder: Recorder, pods: PodConfig) -> Self {
+        Self { client, recorder, pods, failures: Mutex::default() }
     }
 
     /// The Kubernetes client.
@@ -109,23 +126,25 @@ async fn blueprint(cms: &Api<ConfigMap>, cb: &CoreBuild) -> Result<Result<String
 }
 
 async fn observe_job_named(
-    jobs: &Api<Job>,
-    pods: &Api<Pod>,
+    client: &Client,
+    ns: &str,
     name: &str,
 ) -> Result<Option<super::decide::JobObservation>, Error> {
-    let Some(job) = jobs.get_opt(name).await? else { return Ok(None) };
-    let finished = job
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True"));
-    // Pods are read only once the Job finished: that is when the result is there.
-    let pod_list = if finished {
-        pods.list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={name}"))).await?.items
-    } else {
-        Vec::new()
-    };
-    Ok(Some(observe_job(&job, &pod_list)))
+    let Some(job) = Api::<Job>::namespaced(client.clone(), ns).get_opt(name).await? else { return Ok(None) };
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    // The pods carry the result of a finished Job, and why a running one does not start.
+    let pod_list =
+        pods.list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={name}"))).await?.items;
+    let mut observation = observe_job(&job, &pod_list);
+    if observation.state == JobState::Running && !observation.has_pod {
+        // A pod refused at creation (Pod Security admission, a quota) exists only as the
+        // Job controller's FailedCreate event.
+        let uid = job.metadata.uid.clone().unwrap_or_default();
+        let selector = format!("involvedObject.kind=Job,involvedObject.uid={uid},reason=FailedCreate");
+        let events: Api<CoreEvent> = Api::namespaced(client.clone(), ns);
+        observation.blocked = refused_creation(&events.list(&ListParams::default().fields(&selector)).await?.items);
+    }
+    Ok(Some(observation))
 }
 
 /// The releases of CoreBuild `core_build` in `ns`, read fresh from the API server.
@@ -153,7 +172,7 @@ where
 }
 
 /// Gathers what [`decide`] needs for `release`.
-async fn observe(client: &Client, ns: &str, release: &ImageRelease) -> Result<Observed, Error> {
+async fn observe(client: &Client, pods: &PodConfig, ns: &str, release: &ImageRelease) -> Result<Observed, Error> {
     let name = release.name_any();
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
     let (attempt, starting) = wanted_attempt(release);
@@ -182,6 +201,7 @@ async fn observe(client: &Client, ns: &str, release: &ImageRelease) -> Result<Ob
                         core_build_generation: cb.metadata.generation.unwrap_or_default(),
                         spec: cb.spec.clone(),
                         containerfile: containerfile.clone(),
+                        builder_image: jobs::builder_image(&cb.spec, &pods.builder_image).to_string(),
                     }));
                 }
                 observed.blueprint = Some(text);
@@ -190,12 +210,11 @@ async fn observe(client: &Client, ns: &str, release: &ImageRelease) -> Result<Ob
         }
         None => {}
     }
-    let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    observed.build_job = observe_job_named(&jobs, &pods, &names::build_job(&name, attempt)).await?;
-    observed.test_job = observe_job_named(&jobs, &pods, &names::test_job(&name, attempt)).await?;
+    observed.build_job = observe_job_named(client, ns, &names::build_job(&name, attempt)).await?;
+    observed.test_job = observe_job_named(client, ns, &names::test_job(&name, attempt)).await?;
 
     let Some(Ok(snap)) = &observed.snapshot else { return Ok(observed) };
+    observed.privileges_refused = privileges::refusal(&snap.spec, &pods.privileges, jobs::BUILDER_CAPABILITIES);
     let catalog = &snap.spec.catalog;
     if let Some(digest) = staging_digest_to_check(release, observed.build_job.as_ref()) {
         let reference = format!("{}@{digest}", catalog.staging_repository);
@@ -293,7 +312,7 @@ pub async fn reconcile(release: Arc<ImageRelease>, ctx: Arc<Context>) -> Result<
 
 async fn reconcile_once(release: &ImageRelease, ctx: &Context, ns: &str, name: &str) -> Result<Action, Error> {
     let client = &ctx.client;
-    let observed = observe(client, ns, release).await?;
+    let observed = observe(client, &ctx.pods, ns, release).await?;
     let now = Time(jiff::Timestamp::now());
     let decision = decide(release, &observed, &now);
 
@@ -316,7 +335,8 @@ async fn reconcile_once(release: &ImageRelease, ctx: &Context, ns: &str, name: &
         }
         Some(Create::TestJob(snap, image)) => {
             let api: Api<Job> = Api::namespaced(client.clone(), ns);
-            let job = jobs::test_job(release, snap, image);
+            let user = decision.status.image_config.as_ref().and_then(|c| c.user.as_deref());
+            let job = jobs::test_job(release, snap, image, user);
             if create_if_absent(&api, &job).await? {
                 info!(job = %job.name_any(), "test Job created");
             }

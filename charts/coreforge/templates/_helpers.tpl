@@ -117,11 +117,13 @@ kinds.
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["get", "list", "watch", "create"]
-# Reads the pods of a finished Job: their termination message carries the build
-# result (digest, image config) or the test report. No watch: only read on demand.
+# Reads the pods of its Jobs: a finished one's termination message carries the
+# build result (digest) or the test report; a running one's status says why it does
+# not start (ImagePullBackOff, Unschedulable). Watches their metadata (label
+# coreforge.dev/release) to look again when one changes.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list"]
+  verbs: ["get", "list", "watch"]
 # Creates the immutable per-attempt snapshot ConfigMaps it owns, reads blueprint
 # ConfigMaps named by CoreBuilds, and watches ConfigMap metadata so a release
 # waiting for its blueprint resumes when the ConfigMap appears.
@@ -133,10 +135,12 @@ kinds.
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
-# The same for clients that still write core/v1 Events.
+# The same for clients that still write core/v1 Events. list: a Job whose pod
+# was refused at creation (Pod Security admission, a quota) says so only in its
+# FailedCreate events, which the controller reads to name the cause.
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create", "patch", "list"]
 # Reads the registry credentials Secret a CoreBuild names (catalog.credentialsSecret)
 # to publish releases: copy the verified image into the catalog and move its tags.
 # get only: the names come from CoreBuilds and are not known when this is installed,

@@ -1,0 +1,163 @@
+//! What a cluster administrator lets build and test pods do (pure).
+//!
+//! Whoever may create a CoreBuild chooses its pods' security contexts, but must not
+//! thereby gain powers the administrator did not grant: the controller creates pods with
+//! its own ServiceAccount, so without this check a CoreBuild author could make it create a
+//! privileged pod. The default builder's own privileges (see [`crate::jobs`]) are always
+//! allowed; anything beyond them needs a controller flag, set by whoever installs the
+//! controller (`--allow-builder-capability`, `--allow-privileged-builders`).
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::core::v1::SecurityContext;
+
+use crate::api::CoreBuildSpec;
+
+/// The administrator's policy for the pods the controller creates.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Privileges {
+    /// Linux capabilities (without `CAP_`, upper case) a CoreBuild's builder or tester may
+    /// add beyond those of the default builder.
+    pub capabilities: BTreeSet<String>,
+    /// Whether a CoreBuild's builder or tester may run privileged.
+    pub privileged: bool,
+}
+
+impl Privileges {
+    /// A policy allowing `capabilities` (any spelling: `sys_admin`, `CAP_SYS_ADMIN`) and,
+    /// if `privileged`, privileged containers.
+    pub fn new(capabilities: impl IntoIterator<Item = impl AsRef<str>>, privileged: bool) -> Self {
+        Self { capabilities: capabilities.into_iter().map(|c| normalize(c.as_ref())).collect(), privileged }
+    }
+}
+
+/// A capability name as the policy compares it: upper case, without `CAP_`.
+fn normalize(cap: &str) -> String {
+    let upper = cap.trim().to_ascii_uppercase();
+    upper.strip_prefix("CAP_").map(str::to_string).unwrap_or(upper)
+}
+
+/// Why the pods `spec` asks for exceed what `policy` allows (`None`: they do not). The
+/// message names the field and the flag that would allow it.
+pub fn refusal(spec: &CoreBuildSpec, policy: &Privileges, builder_capabilities: &[&str]) -> Option<String> {
+    let builder = spec.builder.as_ref().and_then(|b| b.pod.security_context.as_ref());
+    let tester = spec.tester.as_ref().and_then(|t| t.security_context.as_ref());
+    let mut problems = Vec::new();
+    for (field, context) in [("spec.builder.securityContext", builder), ("spec.tester.securityContext", tester)] {
+        let Some(context) = context else { continue };
+        problems.extend(context_problems(field, context, policy, builder_capabilities));
+    }
+    (!problems.is_empty()).then(|| {
+        format!(
+            "{}; only the administrator who runs the controller can allow more (see the README, \"Builder privileges\")",
+            problems.join("; ")
+        )
+    })
+}
+
+fn context_problems(
+    field: &str,
+    context: &SecurityContext,
+    policy: &Privileges,
+    builder_capabilities: &[&str],
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    if context.privileged == Some(true) && !policy.privileged {
+        problems.push(format!(
+            "{field}.privileged is true, and this controller does not allow privileged pods (--allow-privileged-builders)"
+        ));
+    }
+    let added = context.capabilities.as_ref().and_then(|c| c.add.as_ref());
+    let beyond: BTreeSet<String> = added
+        .into_iter()
+        .flatten()
+        .map(|c| normalize(c))
+        .filter(|c| !builder_capabilities.contains(&c.as_str()) && !policy.capabilities.contains(c))
+        .collect();
+    if !beyond.is_empty() {
+        let list = beyond.into_iter().collect::<Vec<_>>().join(", ");
+        problems.push(format!(
+            "{field}.capabilities.add asks for {list}, which this controller does not allow (--allow-builder-capability)"
+        ));
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::Capabilities;
+    use serde_json::json;
+
+    use super::*;
+
+    fn spec(builder: serde_json::Value, tester: serde_json::Value) -> CoreBuildSpec {
+        serde_json::from_value(json!({
+            "base": format!("example.org/base@sha256:{}", "a".repeat(64)),
+            "blueprint": {"containerfile": "FROM scratch\n"},
+            "contract": {"user": "root"},
+            "catalog": {"repository": "example.org/core", "stagingRepository": "example.org/staging"},
+            "builder": builder,
+            "tester": tester,
+        }))
+        .unwrap()
+    }
+
+    const DEFAULT_CAPS: &[&str] = crate::jobs::BUILDER_CAPABILITIES;
+
+    #[test]
+    fn no_security_context_and_the_default_builders_capabilities_are_always_allowed() {
+        let none = Privileges::default();
+        assert_eq!(refusal(&spec(json!({}), json!({})), &none, DEFAULT_CAPS), None);
+        let same = spec(json!({"securityContext": {"capabilities": {"add": ["CAP_SETUID", "setgid"]}}}), json!({}));
+        assert_eq!(refusal(&same, &none, DEFAULT_CAPS), None);
+        let dropping = spec(json!({"securityContext": {"privileged": false, "runAsUser": 0}}), json!({}));
+        assert_eq!(refusal(&dropping, &none, DEFAULT_CAPS), None);
+    }
+
+    #[test]
+    fn privileged_is_refused_unless_the_administrator_allows_it() {
+        let s = spec(json!({"securityContext": {"privileged": true}}), json!({}));
+        let msg = refusal(&s, &Privileges::default(), DEFAULT_CAPS).unwrap();
+        assert!(msg.contains("spec.builder.securityContext.privileged is true"), "{msg}");
+        assert!(msg.contains("--allow-privileged-builders"), "{msg}");
+        assert_eq!(refusal(&s, &Privileges::new(None::<&str>, true), DEFAULT_CAPS), None);
+    }
+
+    #[test]
+    fn capabilities_beyond_the_default_builders_are_named_and_refused() {
+        let s = spec(
+            json!({}),
+            json!({"securityContext": {"capabilities": {"add": ["SYS_ADMIN", "NET_ADMIN", "SETUID"]}}}),
+        );
+        let msg = refusal(&s, &Privileges::default(), DEFAULT_CAPS).unwrap();
+        assert!(msg.contains("spec.tester.securityContext.capabilities.add asks for NET_ADMIN, SYS_ADMIN"), "{msg}");
+        assert!(msg.contains("--allow-builder-capability"), "{msg}");
+        let allowed = Privileges::new(["cap_sys_admin", "NET_ADMIN"], false);
+        assert_eq!(refusal(&s, &allowed, DEFAULT_CAPS), None);
+        let partly = Privileges::new(["SYS_ADMIN"], false);
+        let msg = refusal(&s, &partly, DEFAULT_CAPS).unwrap();
+        assert!(msg.contains("asks for NET_ADMIN,") && !msg.contains("SYS_ADMIN"), "{msg}");
+    }
+
+    #[test]
+    fn both_pods_are_checked_and_every_problem_is_named() {
+        let s = spec(
+            json!({"securityContext": {"privileged": true}}),
+            json!({"securityContext": {"capabilities": {"add": ["SYS_PTRACE"]}}}),
+        );
+        let msg = refusal(&s, &Privileges::default(), DEFAULT_CAPS).unwrap();
+        assert!(msg.contains("spec.builder.securityContext.privileged"), "{msg}");
+        assert!(msg.contains("spec.tester.securityContext.capabilities.add asks for SYS_PTRACE"), "{msg}");
+    }
+
+    #[test]
+    fn capability_names_are_compared_in_one_spelling() {
+        assert_eq!(normalize(" cap_sys_admin"), "SYS_ADMIN");
+        assert_eq!(normalize("SETUID"), "SETUID");
+        let context = SecurityContext {
+            capabilities: Some(Capabilities { add: Some(vec!["Cap_Net_Raw".into()]), drop: None }),
+            ..Default::default()
+        };
+        assert!(context_problems("f", &context, &Privileges::new(["NET_RAW"], false), &[]).is_empty());
+    }
+}

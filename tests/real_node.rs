@@ -1,0 +1,297 @@
+//! The product's central act for real, on the local environment's real node (kubelet,
+//! containerd, runc; see tests/cluster/README.md, "The real node"): a build pod runs the
+//! default builder (Debian's buildah, in the image `tests/cluster/images.sh` makes) on a
+//! Debian 12 base made from Debian's packages, with `RUN` steps; the test pod runs the
+//! contract inside the exact digest it built; the release is published into the local
+//! registry and pulled back by the node's containerd. Then what goes wrong for real: a
+//! `RUN` step that fails, a contract the image breaks, a builder image that does not
+//! exist.
+
+mod fixtures;
+mod support;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anyhow::{Context, ensure};
+use coreforge::api::{CoreBuild, ImageRelease, Phase};
+use fixtures::ControllerProcess;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::PostParams;
+use kube::{Api, Client};
+use serde_json::{Value, json};
+use support::secs;
+
+/// Long enough for a cold node: pulling the builder and base images, a vfs build.
+const BUILD_AND_TEST: Duration = Duration::from_secs(600);
+
+/// `KEY=VALUE` lines of a file the environment's `up.sh` writes into its state dir.
+fn env_file(name: &str) -> anyhow::Result<HashMap<String, String>> {
+    let path = support::cluster_dir().join(name);
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect())
+}
+
+/// What a test needs of the environment: the node (selector, taint, the registry as
+/// pods reach it) and the images (the Debian base and the builder, by digest).
+struct RealNode {
+    node: HashMap<String, String>,
+    images: HashMap<String, String>,
+}
+
+impl RealNode {
+    async fn get() -> anyhow::Result<Self> {
+        fixtures::install_crds().await?;
+        Ok(Self { node: env_file("node.env")?, images: env_file("images.env")? })
+    }
+
+    /// The registry, as pods and the host both reach it.
+    fn registry(&self) -> &str {
+        &self.node["POD_REGISTRY"]
+    }
+
+    /// Pod settings that put a build or test pod on the real node.
+    fn placement(&self) -> Value {
+        let (key, value) = self.node["NODE_SELECTOR"].split_once('=').expect("NODE_SELECTOR is key=value");
+        let taint = self.node["NODE_TAINT"].split_once('=').expect("NODE_TAINT is key=value:effect").0;
+        json!({"nodeSelector": {key: value}, "tolerations": [{"key": taint, "operator": "Exists"}]})
+    }
+
+    /// A controller for `ns` whose default builder is the environment's builder image.
+    async fn controller(&self, ns: &str) -> anyhow::Result<ControllerProcess> {
+        ControllerProcess::start_with(
+            ns,
+            &["--http-addr", "127.0.0.1:0", "--builder-image", &self.images["BUILDER_IMAGE"]],
+        )
+        .await
+    }
+
+    /// A CoreBuild on the Debian 12 base, built and tested on the real node, published
+    /// into the local registry under `<ns>/<name>`.
+    fn core_build(&self, name: &str, ns: &str, containerfile: &str, contract: Value) -> Value {
+        let registry = self.registry();
+        json!({
+            "apiVersion": "coreforge.dev/v1alpha1",
+            "kind": "CoreBuild",
+            "metadata": {"name": name},
+            "spec": {
+                "base": self.images["DEBIAN_IMAGE"],
+                "blueprint": {"containerfile": containerfile},
+                "builder": self.placement(),
+                "tester": self.placement(),
+                "contract": contract,
+                "catalog": {
+                    "repository": format!("{registry}/{ns}/{name}"),
+                    "stagingRepository": format!("{registry}/{ns}/staging/{name}"),
+                    "channels": ["12", "latest"],
+                    "tls": {"insecure": true},
+                },
+            }
+        })
+    }
+}
+
+/// The blueprint of the tests: a user, a file and a variable added by `RUN` steps.
+const CONTAINERFILE: &str = "FROM debian\n\
+RUN useradd --uid 1001 --create-home app \\\n && mkdir -p /srv/app \\\n && echo 'hello from coreforge' > /srv/app/motd\n\
+ENV APP_HOME=/srv/app\n\
+USER 1001\n";
+
+fn contract() -> Value {
+    json!({
+        "packages": [
+            {"name": "bash", "version": ">= 5.2"},
+            {"name": "base-files", "version": ">= 12"},
+            {"name": "passwd"},
+        ],
+        "files": [{"path": "/srv/app/motd", "kind": "File"}, {"path": "/bin/sh", "kind": "Executable"}],
+        "user": "1001",
+        "env": [{"name": "APP_HOME", "value": "/srv/app"}],
+        "checks": [
+            {"name": "motd", "run": "grep -qx 'hello from coreforge' /srv/app/motd"},
+            {"name": "whoami", "run": "id -un"},
+        ],
+    })
+}
+
+async fn create(client: &Client, ns: &str, core_build: Value, release: Value) -> anyhow::Result<()> {
+    let cbs: Api<CoreBuild> = Api::namespaced(client.clone(), ns);
+    cbs.create(&PostParams::default(), &serde_json::from_value(core_build)?).await?;
+    let irs: Api<ImageRelease> = Api::namespaced(client.clone(), ns);
+    irs.create(&PostParams::default(), &serde_json::from_value(release)?).await?;
+    Ok(())
+}
+
+fn release(name: &str, core_build: &str, target: &str) -> Value {
+    let mut r = fixtures::release(name, core_build, "12.7.0");
+    r["spec"]["target"] = json!(target);
+    r
+}
+
+/// Waits until release `name` is in `phase`, or fails at once when it is Failed instead.
+async fn wait_phase(client: &Client, ns: &str, name: &str, phase: Phase) -> anyhow::Result<ImageRelease> {
+    let irs: Api<ImageRelease> = Api::namespaced(client.clone(), ns);
+    let r = support::wait_for(&irs, name, &format!("release {name} to be {phase}"), BUILD_AND_TEST, |r| {
+        let now = r.status.as_ref().and_then(|s| s.phase);
+        now == Some(phase) || now == Some(Phase::Failed)
+    })
+    .await?;
+    let st = r.status.as_ref().context("no status")?;
+    ensure!(st.phase == Some(phase), "{name} is {:?}: {:?}", st.phase, condition(&r, "Ready"));
+    Ok(r)
+}
+
+fn condition<'a>(r: &'a ImageRelease, t: &str) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    let st = r.status.as_ref().expect("status");
+    coreforge::api::find_condition(&st.conditions, t).unwrap_or_else(|| panic!("no {t} condition in {st:?}"))
+}
+
+/// Runs `command` in `image` in a pod on the real node (pulled by its containerd) and
+/// returns the pod's log and the image ID the runtime resolved.
+async fn run_on_node(
+    client: &Client,
+    ns: &str,
+    node: &RealNode,
+    name: &str,
+    image: &str,
+    command: &[&str],
+) -> anyhow::Result<(String, String)> {
+    let mut spec = node.placement();
+    spec["restartPolicy"] = json!("Never");
+    spec["containers"] = json!([{"name": "main", "image": image, "command": command}]);
+    let pod: Pod =
+        serde_json::from_value(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}))?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    pods.create(&PostParams::default(), &pod).await?;
+    let done = support::wait_for(&pods, name, &format!("pod {name} to finish"), secs(180), |p| {
+        matches!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"))
+    })
+    .await?;
+    let status = done.status.context("no status")?;
+    let log = support::run(support::kubectl().args(["-n", ns, "logs", name])).await?;
+    ensure!(status.phase.as_deref() == Some("Succeeded"), "pod {name} failed: {log}");
+    let image_id =
+        status.container_statuses.unwrap_or_default().first().map(|c| c.image_id.clone()).unwrap_or_default();
+    Ok((log, image_id))
+}
+
+#[tokio::test]
+async fn a_release_is_built_tested_and_published_for_real() -> anyhow::Result<()> {
+    let node = RealNode::get().await?;
+    support::with_namespace("real-release", |client, ns| async move {
+        let _controller = node.controller(&ns).await?;
+        create(
+            &client,
+            &ns,
+            node.core_build("debian", &ns, CONTAINERFILE, contract()),
+            release("r", "debian", "Published"),
+        )
+        .await?;
+        let r = wait_phase(&client, &ns, "r", Phase::Published).await?;
+        let st = r.status.clone().context("no status")?;
+        let digest = st.digest.clone().context("no digest")?;
+        let provenance = st.provenance.as_ref().context("no provenance")?;
+        ensure!(provenance.builder_image == node.images["BUILDER_IMAGE"], "{provenance:?}");
+        let base_digest = node.images["DEBIAN_IMAGE"].rsplit_once('@').unwrap().1;
+        ensure!(provenance.base_digest == base_digest, "{provenance:?}");
+
+        // Every guarantee held, observed inside the built image by the real test pod.
+        let failed: Vec<_> = st.checks.iter().filter(|c| !c.passed).collect();
+        ensure!(failed.is_empty(), "failed checks: {failed:?}");
+        let observed = |name: &str| st.checks.iter().find(|c| c.name == name).and_then(|c| c.observed.clone());
+        let whoami = st.checks.iter().find(|c| c.name == "check:whoami").and_then(|c| c.output.clone());
+        ensure!(whoami.as_deref().map(str::trim) == Some("app"), "id -un in the image: {whoami:?}");
+        let config = st.image_config.as_ref().context("no image config")?;
+        ensure!(config.user.as_deref() == Some("1001"), "{config:?}");
+
+        // The catalog serves the tested digest under the version and both channels.
+        let repository = format!("{}/{ns}/debian", node.registry());
+        // (The channels move right after publishing, by the CoreBuild's reconcile.)
+        for tag in ["12.7.0", "12", "latest"] {
+            let what = format!("{repository}:{tag} to serve {digest}");
+            support::eventually(&what, secs(60), Duration::from_millis(500), || async {
+                let served = fixtures::registry_digest(node.registry(), &format!("{ns}/debian"), tag, None).await?;
+                Ok((served.as_deref() == Some(digest.as_str())).then_some(()))
+            })
+            .await?;
+        }
+
+        // The node's containerd pulls the published release by digest, and dpkg inside it
+        // reports the very versions the contract test recorded.
+        let published = format!("{repository}@{digest}");
+        let (log, image_id) = run_on_node(
+            &client,
+            &ns,
+            &node,
+            "dpkg",
+            &published,
+            &["dpkg-query", "-W", "-f", "${Package}=${Version}\\n", "bash", "base-files", "passwd"],
+        )
+        .await?;
+        ensure!(image_id.ends_with(&digest), "containerd resolved {image_id}, not {digest}");
+        for package in ["bash", "base-files", "passwd"] {
+            let from_dpkg = log.lines().find_map(|l| l.strip_prefix(&format!("{package}="))).map(str::trim);
+            let recorded = observed(&format!("package:{package}"));
+            ensure!(
+                from_dpkg.is_some() && from_dpkg == recorded.as_deref(),
+                "{package}: dpkg in the published image says {from_dpkg:?}, the contract test recorded {recorded:?}"
+            );
+        }
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_failing_run_step_a_broken_contract_and_a_missing_builder_are_reported_as_such() -> anyhow::Result<()> {
+    let node = RealNode::get().await?;
+    support::with_namespace("real-failures", |client, ns| async move {
+        let _controller = node.controller(&ns).await?;
+        // A RUN step that exits 3.
+        let broken = "FROM debian\nRUN echo 'coreforge: breaking on purpose' >&2 && exit 3\n";
+        create(&client, &ns, node.core_build("broken", &ns, broken, contract()), release("b", "broken", "Verified"))
+            .await?;
+        // An image that lacks a guaranteed package.
+        let mut needs_nginx = contract();
+        needs_nginx["packages"].as_array_mut().unwrap().push(json!({"name": "nginx"}));
+        create(
+            &client,
+            &ns,
+            node.core_build("strict", &ns, CONTAINERFILE, needs_nginx),
+            release("c", "strict", "Verified"),
+        )
+        .await?;
+        // A builder image that does not exist.
+        let mut missing = node.core_build("missing", &ns, CONTAINERFILE, contract());
+        missing["spec"]["builder"]["image"] = json!(format!("{}/{ns}/no-such-builder:1", node.registry()));
+        create(&client, &ns, missing, release("m", "missing", "Verified")).await?;
+
+        let irs: Api<ImageRelease> = Api::namespaced(client.clone(), &ns);
+        let m = support::wait_for(&irs, "m", "m to name the image pull failure", secs(30), |r| {
+            r.status.as_ref().is_some_and(|s| {
+                coreforge::api::find_condition(&s.conditions, "Built")
+                    .is_some_and(|c| matches!(c.reason.as_str(), "ErrImagePull" | "ImagePullBackOff"))
+            })
+        })
+        .await?;
+        let built = condition(&m, "Built");
+        ensure!(built.message.contains("no-such-builder"), "{built:?}");
+        ensure!(condition(&m, "Stalled").status == "True", "{:?}", condition(&m, "Stalled"));
+
+        let b = wait_phase(&client, &ns, "b", Phase::Failed).await?;
+        let built = condition(&b, "Built");
+        ensure!(built.reason == "BuildFailed", "{built:?}");
+        for needle in ["(exit code 3)", "breaking on purpose"] {
+            ensure!(built.message.contains(needle), "{needle:?} missing from {:?}", built.message);
+        }
+
+        let c = wait_phase(&client, &ns, "c", Phase::Failed).await?;
+        let tested = condition(&c, "Tested");
+        ensure!(tested.reason == "ContractBroken" && tested.message.contains("package:nginx"), "{tested:?}");
+        let st = c.status.as_ref().unwrap();
+        let bash = st.checks.iter().find(|k| k.name == "package:bash").context("no package:bash")?;
+        ensure!(bash.passed && bash.observed.as_deref().is_some_and(|v| v.starts_with("5.2")), "{bash:?}");
+        Ok(())
+    })
+    .await
+}
