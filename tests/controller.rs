@@ -439,3 +439,48 @@ async fn a_build_pod_refused_by_pod_security_or_unschedulable_is_named_within_se
     })
     .await
 }
+
+#[tokio::test]
+async fn a_build_pod_evicted_by_a_drain_is_replaced_not_judged() -> anyhow::Result<()> {
+    fixtures::install_crds().await?;
+    support::with_namespace("evicted", |client, ns| async move {
+        let _controller = ControllerProcess::start(&ns).await?;
+        let digest = fixtures::seed_image(&fixtures::staging(&ns)).await?;
+        let mut cb = fixtures::local_core_build("debian", &ns, &digest);
+        cb["spec"]["builder"]["podAnnotations"]["sim.coreforge.dev/run-seconds"] = json!("15");
+        apply(&client, &ns, cb, fixtures::release("r", "debian", "12.7.0")).await?;
+        let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), &ns);
+        let selector = ListParams::default().labels("batch.kubernetes.io/job-name=r-a1-build");
+        let first = support::eventually("the build pod to run", secs(30), Duration::from_millis(250), || {
+            let pods = pods.clone();
+            let selector = selector.clone();
+            async move {
+                let list = pods.list(&selector).await?.items;
+                Ok(list.into_iter().find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")))
+            }
+        })
+        .await?;
+        let first_name = first.metadata.name.clone().unwrap_or_default();
+        // What `kubectl drain` does: the Eviction API (the pod gets DisruptionTarget).
+        pods.evict(&first_name, &Default::default()).await?;
+        let replacement =
+            support::eventually("the Job to start another pod", secs(30), Duration::from_millis(250), || {
+                let pods = pods.clone();
+                let selector = selector.clone();
+                let first_name = first_name.clone();
+                async move {
+                    let list = pods.list(&selector).await?.items;
+                    Ok(list.into_iter().find(|p| p.metadata.name.as_deref() != Some(first_name.as_str())))
+                }
+            })
+            .await?;
+        ensure!(replacement.metadata.name.as_deref() != Some(first_name.as_str()));
+        let r = wait_phase(&client, &ns, "r", Phase::Verified).await?;
+        let st = r.status.as_ref().unwrap();
+        ensure!(st.attempt == Some(1), "the same attempt went on: {:?}", st.attempt);
+        let phases: Vec<_> = st.history.iter().map(|t| t.phase).collect();
+        ensure!(!phases.contains(&Phase::Failed), "never Failed: {phases:?}");
+        Ok(())
+    })
+    .await
+}
