@@ -7,7 +7,10 @@
 //! Every write is a replace carrying the resourceVersion that was read, so of two
 //! candidates racing for an expired Lease exactly one wins. The leader renews every
 //! `renew_every`; if it cannot renew within the lease duration it has lost the Lease, and
-//! the process exits so that it restarts as a follower with a clean slate.
+//! the process exits so that it restarts as a follower with a clean slate. A leader that
+//! stops on purpose (SIGTERM: a rollout, a drain, a deleted pod) releases the Lease after
+//! its controllers have stopped, so a follower takes over at its next look instead of
+//! waiting out the lease duration.
 
 use std::time::{Duration, Instant};
 
@@ -159,6 +162,32 @@ impl Candidate {
                     }
                 }
             }
+        }
+        METRICS.leader.set(0);
+    }
+
+    /// Gives the Lease up, if this replica still holds it: clears the holder (what
+    /// client-go's `ReleaseOnCancel` does), so that the next candidate to look takes it.
+    /// Only a leader whose controllers have stopped may call this.
+    pub async fn release(&mut self) {
+        let me = self.election.identity.as_str();
+        let result = async {
+            let Some(mut lease) = self.api.get_opt(&self.election.lease_name).await? else { return Ok(false) };
+            let spec = lease.spec.get_or_insert_with(Default::default);
+            if spec.holder_identity.as_deref() != Some(me) {
+                return Ok(false);
+            }
+            spec.holder_identity = None;
+            spec.lease_duration_seconds = Some(1);
+            spec.renew_time = Some(now());
+            // Carries the resourceVersion read: if someone took it meanwhile, theirs stands.
+            self.api.replace(&self.election.lease_name, &PostParams::default(), &lease).await.map(|_| true)
+        }
+        .await;
+        match result {
+            Ok(true) => info!(lease = %self.election.lease_name, "released the lease"),
+            Ok(false) => {}
+            Err(e) => warn!(error = %e, "could not release the lease; a follower takes over when it expires"),
         }
         METRICS.leader.set(0);
     }

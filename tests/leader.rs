@@ -1,6 +1,6 @@
 //! Leader election with two controller processes on the real API server: only the leader
 //! writes; when it is killed, the follower takes over and the in-flight release completes
-//! exactly once.
+//! exactly once; when it is stopped, it gives the Lease up first.
 
 mod fixtures;
 mod support;
@@ -11,6 +11,7 @@ use anyhow::ensure;
 use coreforge::api::{CoreBuild, ImageRelease, Phase};
 use fixtures::ControllerProcess;
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use kube::api::{ListParams, PostParams};
 use serde_json::json;
@@ -79,6 +80,32 @@ async fn a_follower_takes_over_from_a_killed_leader_and_the_release_completes_on
         let first_b = writes.iter().position(|w| w.contains("(leader-b)")).expect("B wrote after taking over");
         let last_a = writes.iter().rposition(|w| w.contains("(leader-a)")).expect("A wrote while it led");
         ensure!(last_a < first_b, "writes interleave:\n{}", writes.join("\n"));
+        Ok(())
+    })
+    .await
+}
+
+/// A leader that is stopped (SIGTERM, as in a rollout or a drain) gives the Lease up once
+/// its controllers have stopped: when it has exited the Lease no longer names it, and the
+/// follower leads without waiting out a lease duration.
+#[tokio::test]
+async fn a_stopped_leader_gives_the_lease_up_for_the_follower() -> anyhow::Result<()> {
+    fixtures::install_crds().await?;
+    support::with_namespace("leader-stop", |client, ns| async move {
+        let (a, a_addr) = start(&ns, "leader-a").await?;
+        readyz(&a_addr, "ok\n", support::secs(30)).await?;
+        let (_b, b_addr) = start(&ns, "leader-b").await?;
+        readyz(&b_addr, "ok: follower\n", support::secs(30)).await?;
+
+        let log = a.log_path();
+        let status = a.terminate().await?;
+        ensure!(status.success(), "the stopped leader exited with {status}");
+        let log = std::fs::read_to_string(log)?;
+        ensure!(log.contains("released the lease"), "the stopped leader's log:\n{log}");
+        let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+        let holder = leases.get("coreforge").await?.spec.and_then(|s| s.holder_identity);
+        ensure!(holder.as_deref() != Some("leader-a"), "the Lease still names the stopped leader: {holder:?}");
+        readyz(&b_addr, "ok\n", support::secs(30)).await?;
         Ok(())
     })
     .await

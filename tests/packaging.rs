@@ -289,6 +289,7 @@ async fn chart_refuses_bad_values() -> anyhow::Result<()> {
         (&["--set", "resources.limits.memory=lots"], "/resources/limits/memory"),
         (&["--set", "monitoring.serviceMonitor.interval=often"], "/monitoring/serviceMonitor/interval"),
         (&["--set", "leaderElection.enabled=yes"], "/leaderElection/enabled"),
+        (&["--set", "leaderElection.leaseDuration=0s"], "/leaderElection/leaseDuration"),
         (&["--set", "replica=1"], "additional properties 'replica'"),
         (&["--set", "leaderElection.enabled=false"], "leaderElection.enabled is false"),
         (&["--set", "leaderElection.enabled=false", "--set", "replicas=3"], "replicas is 3"),
@@ -455,6 +456,8 @@ async fn default_rendering_is_accepted() -> anyhow::Result<()> {
             &ns,
             "--lease-name",
             "cf-coreforge",
+            "--lease-duration",
+            "15s",
         ];
         ensure!(args(&container) == strings(&want), "args: {:?}", args(&container));
         let kinds: BTreeSet<&str> = objs.iter().map(kind).collect();
@@ -500,6 +503,8 @@ async fn namespaced_rendering_is_accepted() -> anyhow::Result<()> {
             &ns,
             "--lease-name",
             "cf-coreforge",
+            "--lease-duration",
+            "15s",
         ];
         ensure!(args(&container) == strings(&want), "args: {:?}", args(&container));
         let rbac: Vec<String> =
@@ -1009,12 +1014,6 @@ fn registry_port() -> String {
         .unwrap_or_else(|| "15000".into())
 }
 
-async fn image_sh(args: &[&str]) -> anyhow::Result<String> {
-    let mut cmd = tokio::process::Command::new(support::repo_root().join("tests/image.sh"));
-    cmd.args(args).current_dir(support::repo_root()).kill_on_drop(true);
-    support::run(&mut cmd).await
-}
-
 /// `tests/image.sh` builds the image from the Containerfile with buildah, it runs
 /// `/coreforge --version` as uid 65532, and it is pushed to the local registry.
 #[tokio::test]
@@ -1022,7 +1021,7 @@ async fn image_builds_runs_and_is_pushed() -> anyhow::Result<()> {
     // The cluster environment runs the local registry.
     support::ensure_cluster().await?;
     let registry = format!("127.0.0.1:{}", registry_port());
-    let out = image_sh(&["--push", &registry]).await?;
+    let out = fixtures::image_sh(&["--push", &registry]).await?;
     let lines: Vec<&str> = out.lines().collect();
     let version = env!("CARGO_PKG_VERSION");
     let image = format!("localhost/coreforge:{version}");
@@ -1032,15 +1031,17 @@ async fn image_builds_runs_and_is_pushed() -> anyhow::Result<()> {
         .strip_prefix(&format!("{registry}/coreforge:{version}@"))
         .ok_or_else(|| anyhow!("unexpected pushed reference {pushed}"))?;
 
-    let inspected = image_sh(&["buildah", "inspect", "--type", "image", &image]).await?;
+    let inspected = fixtures::image_sh(&["buildah", "inspect", "--type", "image", &image]).await?;
     let inspected: Value = serde_json::from_str(&inspected).context("buildah inspect printed no JSON")?;
     let config = &inspected["OCIv1"]["config"];
     ensure!(config["User"] == "65532:65532" && config["Entrypoint"] == json!(["/coreforge"]), "image config: {config}");
 
-    let container = image_sh(&["buildah", "from", "--pull=never", &image]).await?;
+    let container = fixtures::image_sh(&["buildah", "from", "--pull=never", &image]).await?;
     let container = container.trim().to_string();
-    let ran = image_sh(&["buildah", "run", "--isolation", "chroot", &container, "--", "/coreforge", "--version"]).await;
-    image_sh(&["buildah", "rm", &container]).await?;
+    let ran =
+        fixtures::image_sh(&["buildah", "run", "--isolation", "chroot", &container, "--", "/coreforge", "--version"])
+            .await;
+    fixtures::image_sh(&["buildah", "rm", &container]).await?;
     let ran = ran?;
     ensure!(ran.trim() == format!("coreforge {version}"), "/coreforge --version printed {ran:?}");
 

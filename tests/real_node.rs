@@ -5,7 +5,7 @@
 //! contract inside the exact digest it built; the release is published into the local
 //! registry and pulled back by the node's containerd. Then what goes wrong for real: a
 //! `RUN` step that fails, a contract the image breaks, a builder image that does not
-//! exist.
+//! exist. Last, the controller itself as a pod on that node, installed by the chart.
 
 mod fixtures;
 mod support;
@@ -16,8 +16,9 @@ use std::time::Duration;
 use anyhow::{Context, ensure};
 use coreforge::api::{CoreBuild, ImageRelease, Phase};
 use fixtures::ControllerProcess;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::PostParams;
+use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 use support::secs;
@@ -291,6 +292,165 @@ async fn a_failing_run_step_a_broken_contract_and_a_missing_builder_are_reported
         let st = c.status.as_ref().unwrap();
         let bash = st.checks.iter().find(|k| k.name == "package:bash").context("no package:bash")?;
         ensure!(bash.passed && bash.observed.as_deref().is_some_and(|v| v.starts_with("5.2")), "{bash:?}");
+        Ok(())
+    })
+    .await
+}
+
+/// Pods of the chart's Deployment `cf-coreforge` in `ns`.
+async fn controller_pods(client: &Client, ns: &str) -> anyhow::Result<Vec<Pod>> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let selector = ListParams::default().labels("app.kubernetes.io/instance=cf,app.kubernetes.io/name=coreforge");
+    Ok(pods.list(&selector).await?.items)
+}
+
+/// Who holds the Lease `cf-coreforge` in `ns`, and how often it changed hands.
+async fn lease_holder(client: &Client, ns: &str) -> anyhow::Result<(Option<String>, i32)> {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), ns);
+    let spec = leases.get_opt("cf-coreforge").await?.and_then(|l| l.spec).unwrap_or_default();
+    Ok((spec.holder_identity.filter(|h| !h.is_empty()), spec.lease_transitions.unwrap_or(0)))
+}
+
+/// The replicas that reported `reason` for release `name` (the Events'
+/// `reportingInstance`, which the controller sets to its pod's name).
+async fn reported_by(client: &Client, ns: &str, name: &str, reason: &str) -> anyhow::Result<Vec<String>> {
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), ns);
+    let fields = format!("involvedObject.name={name},reason={reason}");
+    let list = events.list(&ListParams::default().fields(&fields)).await?;
+    Ok(list.items.into_iter().filter_map(|e| e.reporting_instance).collect())
+}
+
+/// The controller as its users run it: the Helm chart installs it, from the image
+/// `tests/image.sh` builds, as two pods on the real node (in-cluster config, the
+/// `kubernetes` Service, probes served to the kubelet, leader election on a Lease). It
+/// builds, tests and publishes into a registry that requires credentials (the build pod
+/// pushes and the test pod pulls with the catalog's Secret). Deleting the leader pod
+/// hands the Lease to the other replica, which publishes the next release.
+#[tokio::test]
+async fn the_controller_installed_from_the_chart_publishes_and_hands_over_when_its_leader_goes() -> anyhow::Result<()> {
+    let node = RealNode::get().await?;
+    let pushed = fixtures::image_sh(&["--push", node.registry()]).await?;
+    let pushed = pushed.lines().nth(1).context("tests/image.sh printed no pushed reference")?.to_string();
+    let (reference, digest) = pushed.rsplit_once('@').context("no digest in the pushed reference")?;
+    let repository = reference.rsplit_once(':').context("no tag in the pushed reference")?.0.to_string();
+    let digest = digest.to_string();
+    support::with_namespace("in-cluster", |client, ns| async move {
+        let auth_registry = node.node["POD_REGISTRY_AUTH"].clone();
+        let (user, password) = fixtures::registry_credentials()?;
+        let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &ns);
+        let secret = fixtures::docker_config_secret("catalog", &auth_registry, &user, &password);
+        secrets.create(&PostParams::default(), &serde_json::from_value(secret)?).await?;
+
+        let placement = node.placement();
+        let values = json!({
+            "image": {"repository": repository, "digest": digest},
+            "replicas": 2,
+            "leaderElection": {"leaseDuration": "6s"},
+            "watchNamespaces": [ns],
+            "crds": {"install": false},
+            "builder": {"image": node.images["BUILDER_IMAGE"]},
+            "nodeSelector": placement["nodeSelector"],
+            "tolerations": placement["tolerations"],
+        });
+        let values_file = fixtures::scratch("in-cluster")?.join(format!("{ns}.yaml"));
+        std::fs::write(&values_file, serde_json::to_string_pretty(&values)?)?;
+        let values_file = values_file.to_string_lossy().to_string();
+        // --wait: both pods Ready, i.e. the kubelet's readiness probes got 200s from them.
+        fixtures::helm(&[
+            "install",
+            "cf",
+            "charts/coreforge",
+            "-n",
+            &ns,
+            "-f",
+            &values_file,
+            "--wait",
+            "--timeout",
+            "5m",
+        ])
+        .await?;
+
+        let pods = controller_pods(&client, &ns).await?;
+        let names: Vec<String> = pods.iter().filter_map(|p| p.metadata.name.clone()).collect();
+        ensure!(names.len() == 2, "two controller pods: {names:?}");
+        for pod in &pods {
+            let on = pod.spec.as_ref().and_then(|s| s.node_name.clone());
+            ensure!(on.as_deref() == Some(node.node["NODE_NAME"].as_str()), "{:?} runs on {on:?}", pod.metadata.name);
+        }
+        let (leader, transitions) =
+            support::eventually("a replica to lead", secs(60), Duration::from_millis(500), || {
+                let (client, ns, names) = (client.clone(), ns.clone(), names.clone());
+                async move {
+                    let (holder, transitions) = lease_holder(&client, &ns).await?;
+                    Ok(holder.filter(|h| names.contains(h)).map(|h| (h, transitions)))
+                }
+            })
+            .await?;
+
+        // The first release, published by the leader pod through the auth registry.
+        let mut cb = node.core_build("debian", &ns, CONTAINERFILE, contract());
+        cb["spec"]["catalog"]["repository"] = json!(format!("{auth_registry}/{ns}/debian"));
+        cb["spec"]["catalog"]["stagingRepository"] = json!(format!("{auth_registry}/{ns}/staging/debian"));
+        cb["spec"]["catalog"]["credentialsSecret"] = json!({"name": "catalog"});
+        create(&client, &ns, cb, release("r1", "debian", "Published")).await?;
+        let r1 = wait_phase(&client, &ns, "r1", Phase::Published).await?;
+        let digest1 = r1.status.as_ref().and_then(|s| s.digest.clone()).context("no digest")?;
+        let served =
+            fixtures::registry_digest(&auth_registry, &format!("{ns}/debian"), "12.7.0", Some((&user, &password)))
+                .await?;
+        ensure!(served.as_deref() == Some(digest1.as_str()), "the catalog serves {served:?} for 12.7.0, not {digest1}");
+        let by = reported_by(&client, &ns, "r1", "Published").await?;
+        ensure!(by == [leader.clone()], "r1's Published event was reported by {by:?}, not the leader {leader}");
+
+        // The leader goes (what a rollout or a drain does): it gives the Lease up, and
+        // another replica takes it (the standby, or the Deployment's replacement pod if
+        // that looks first).
+        let pods_api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        let deleted_at = std::time::Instant::now();
+        pods_api.delete(&leader, &Default::default()).await?;
+        let handover =
+            support::eventually("another replica to take the lease", secs(60), Duration::from_millis(250), || {
+                let (client, ns, leader) = (client.clone(), ns.clone(), leader.clone());
+                async move {
+                    let (holder, now) = lease_holder(&client, &ns).await?;
+                    Ok(holder.filter(|h| *h != leader && now > transitions))
+                }
+            })
+            .await;
+        let new_leader = match handover {
+            Ok(new_leader) => new_leader,
+            Err(e) => {
+                let lease =
+                    support::run(support::kubectl().args(["-n", &ns, "get", "lease", "cf-coreforge", "-o", "yaml"]))
+                        .await;
+                let logs = support::run(support::kubectl().args([
+                    "-n",
+                    &ns,
+                    "logs",
+                    "-l",
+                    "app.kubernetes.io/instance=cf",
+                    "--prefix",
+                    "--tail",
+                    "40",
+                ]))
+                .await;
+                anyhow::bail!("{e:#}\nlease: {lease:?}\nlogs: {logs:?}");
+            }
+        };
+        println!("the lease passed from {leader} to {new_leader} {:?} after the delete", deleted_at.elapsed());
+
+        let mut r2 = release("r2", "debian", "Published");
+        r2["spec"]["version"] = json!("12.7.1");
+        let irs: Api<ImageRelease> = Api::namespaced(client.clone(), &ns);
+        irs.create(&PostParams::default(), &serde_json::from_value(r2)?).await?;
+        wait_phase(&client, &ns, "r2", Phase::Published).await?;
+        let by = reported_by(&client, &ns, "r2", "Published").await?;
+        ensure!(
+            by == [new_leader.clone()],
+            "r2's Published event was reported by {by:?}, not the new leader {new_leader}"
+        );
+
+        fixtures::helm(&["uninstall", "cf", "-n", &ns, "--wait", "--timeout", "2m"]).await?;
         Ok(())
     })
     .await

@@ -83,33 +83,42 @@ where
 }
 
 /// Serves HTTP, wins the election (if any), and runs the controllers until `shutdown`
-/// resolves. Losing the lease ends the process with an error, so that it restarts as a
-/// follower.
+/// resolves; then gives the Lease up. Losing the lease ends the process with an error,
+/// so that it restarts as a follower.
 pub async fn run(client: Client, settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
     let server = match settings.http_addr {
         Some(addr) => tokio::spawn(http::serve(addr, shutdown.clone())),
         None => tokio::spawn(future::ready(Ok(()))),
     };
-    let mut lost = future::pending().boxed();
-    match settings.election.clone() {
-        None => {
-            http::set_role(http::Role::Leader);
-            crate::metrics::METRICS.leader.set(1);
-        }
+    let mut candidate = match settings.election.clone() {
+        None => None,
         Some(election) => {
             let mut candidate = crate::leader::Candidate::new(client.clone(), election);
             tokio::select! {
                 _ = candidate.acquire() => {}
                 _ = shutdown.clone() => return finish(server).await,
             }
-            http::set_role(http::Role::Leader);
-            lost = async move { candidate.keep().await }.boxed();
+            Some(candidate)
         }
-    }
-    tokio::select! {
-        result = run_controllers(client, &settings, shutdown.clone()) => result?,
+    };
+    http::set_role(http::Role::Leader);
+    crate::metrics::METRICS.leader.set(1);
+    let lost = async {
+        match candidate.as_mut() {
+            Some(candidate) => candidate.keep().await,
+            None => future::pending().await,
+        }
+    };
+    let stopped = tokio::select! {
+        result = run_controllers(client, &settings, shutdown.clone()) => result,
         _ = lost => anyhow::bail!("lost the leader lease; exiting so that a fresh start follows the new leader"),
+    };
+    // The controllers have stopped (on shutdown, or on an error that ends the process):
+    // nothing of ours acts any more, so a follower may take over at once.
+    if let Some(candidate) = candidate.as_mut() {
+        candidate.release().await;
     }
+    stopped?;
     finish(server).await
 }
 
