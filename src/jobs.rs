@@ -156,22 +156,50 @@ fn restricted_container(non_root: bool) -> SecurityContext {
 /// capability over its own files and mounts, and none outside.
 pub const BUILDER_CAPABILITIES: &[&str] = &["SETUID", "SETGID", "SETFCAP"];
 
+/// The capabilities of a build pod in a user namespace of its own (`hostUsers: false`):
+/// buildah's default set for `RUN` steps, and SYS_ADMIN, so that it builds as root of the
+/// pod's user namespace under the runtime's default seccomp profile. Every one of them is
+/// a power over that namespace only: the pod's root is an unprivileged uid on the node.
+pub const USER_NAMESPACED_BUILDER_CAPABILITIES: &[&str] = &[
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "NET_BIND_SERVICE",
+    "SETFCAP",
+    "SETGID",
+    "SETPCAP",
+    "SETUID",
+    "SYS_CHROOT",
+    "SYS_ADMIN",
+];
+
+/// The capabilities of the default build pod: [`BUILDER_CAPABILITIES`], or
+/// [`USER_NAMESPACED_BUILDER_CAPABILITIES`] when it has a user namespace of its own.
+pub fn builder_capabilities(user_namespace: bool) -> &'static [&'static str] {
+    if user_namespace { USER_NAMESPACED_BUILDER_CAPABILITIES } else { BUILDER_CAPABILITIES }
+}
+
 /// The least privilege under which buildah builds a Containerfile with `RUN` steps in a
-/// pod (measured on containerd 1.6 and runc 1.1; see the README, "Builder privileges"):
-/// uid 0 with only [`BUILDER_CAPABILITIES`], and seccomp `Unconfined`, because the
-/// runtime's default profile refuses `unshare(CLONE_NEWUSER)` to a process without
-/// CAP_SYS_ADMIN. The alternative that keeps `RuntimeDefault` needs CAP_SYS_ADMIN in the
-/// node's user namespace, which is the larger power. Either exceeds the baseline Pod
-/// Security level, so the build namespace must allow `privileged`.
-pub fn builder_security_context() -> SecurityContext {
+/// pod (measured on containerd 1.6 and 2.4, runc 1.1 and 1.5; see the README, "Builder
+/// privileges"): uid 0 with only [`BUILDER_CAPABILITIES`], and seccomp `Unconfined`,
+/// because the runtime's default profile refuses `unshare(CLONE_NEWUSER)` to a process
+/// without CAP_SYS_ADMIN; the alternative that keeps `RuntimeDefault` needs CAP_SYS_ADMIN
+/// in the node's user namespace, which is the larger power. In a user namespace of its
+/// own (`user_namespace`), CAP_SYS_ADMIN is the pod's only, so that variant keeps
+/// `RuntimeDefault`. Each exceeds the baseline Pod Security level, so the build namespace
+/// must allow `privileged`.
+pub fn builder_security_context(user_namespace: bool) -> SecurityContext {
+    let seccomp = if user_namespace { "RuntimeDefault" } else { "Unconfined" };
     SecurityContext {
         run_as_user: Some(0),
         run_as_non_root: Some(false),
         capabilities: Some(Capabilities {
             drop: Some(vec!["ALL".into()]),
-            add: Some(BUILDER_CAPABILITIES.iter().map(|c| c.to_string()).collect()),
+            add: Some(builder_capabilities(user_namespace).iter().map(|c| c.to_string()).collect()),
         }),
-        seccomp_profile: Some(SeccompProfile { type_: "Unconfined".into(), ..Default::default() }),
+        seccomp_profile: Some(SeccompProfile { type_: seccomp.into(), ..Default::default() }),
         ..Default::default()
     }
 }
@@ -199,6 +227,8 @@ struct JobParts {
     security_context: SecurityContext,
     /// Secrets to pull the image with.
     pull_secret: Option<String>,
+    /// The pod's `hostUsers` (`Some(false)`: a user namespace of its own).
+    host_users: Option<bool>,
 }
 
 fn job(release: &ImageRelease, attempt: i32, p: JobParts) -> Job {
@@ -239,6 +269,7 @@ fn job(release: &ImageRelease, attempt: i32, p: JobParts) -> Job {
                     node_selector: (!p.settings.node_selector.is_empty()).then(|| p.settings.node_selector.clone()),
                     tolerations: (!p.settings.tolerations.is_empty()).then(|| p.settings.tolerations.clone()),
                     image_pull_secrets: p.pull_secret.map(|name| vec![LocalObjectReference { name }]),
+                    host_users: p.host_users,
                     security_context: Some(PodSecurityContext {
                         seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
                         ..Default::default()
@@ -341,9 +372,10 @@ pub fn build_job(release: &ImageRelease, snap: &Snapshot) -> Job {
             mounts,
             settings: builder.pod,
             deadline: DEFAULT_BUILD_DEADLINE,
-            security_context: builder_security_context(),
+            security_context: builder_security_context(snap.user_namespace),
             // The builder image is the administrator's choice, not the catalog's.
             pull_secret: None,
+            host_users: snap.user_namespace.then_some(false),
         },
     )
 }
@@ -378,6 +410,7 @@ pub fn test_job(release: &ImageRelease, snap: &Snapshot, image: &str, user: Opti
             deadline: DEFAULT_TEST_DEADLINE,
             security_context: restricted_container(numeric_non_root(user)),
             pull_secret: snap.spec.catalog.credentials_secret.as_ref().map(|s| s.name.clone()),
+            host_users: None,
         },
     )
 }
@@ -405,6 +438,7 @@ mod tests {
             spec: serde_json::from_value(spec).unwrap(),
             containerfile: "FROM scratch\n".into(),
             builder_image: "registry.local/builder@sha256:1".into(),
+            user_namespace: false,
         };
         (release, snap)
     }
@@ -428,6 +462,25 @@ mod tests {
         assert_eq!(added, ["SETUID", "SETGID", "SETFCAP"]);
         assert_eq!(sc.seccomp_profile.as_ref().unwrap().type_, "Unconfined");
         assert_eq!(pod(&job).image_pull_secrets, None, "the builder image is the administrator's");
+        assert_eq!(pod(&job).host_users, None);
+    }
+
+    #[test]
+    fn a_user_namespaced_build_pod_keeps_the_default_seccomp_profile() {
+        let (release, mut snap) = snapshot(json!({}));
+        snap.user_namespace = true;
+        let job = build_job(&release, &snap);
+        assert_eq!(pod(&job).host_users, Some(false));
+        let sc = pod(&job).containers[0].security_context.as_ref().unwrap();
+        assert_eq!(sc.run_as_user, Some(0));
+        assert_eq!(sc.seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault");
+        let caps = sc.capabilities.as_ref().unwrap();
+        assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_string()][..]));
+        let added: Vec<&str> = caps.add.iter().flatten().map(String::as_str).collect();
+        assert_eq!(added, USER_NAMESPACED_BUILDER_CAPABILITIES);
+        // The test pod is not the builder: it shares the node's users either way.
+        let test = test_job(&release, &snap, "img", None);
+        assert_eq!(pod(&test).host_users, None);
     }
 
     #[test]

@@ -39,12 +39,18 @@ enum Command {
         #[arg(long, env = "COREFORGE_BUILDER_IMAGE", default_value = coreforge::jobs::DEFAULT_BUILDER_IMAGE)]
         builder_image: String,
         /// A Linux capability a CoreBuild's builder or tester may add beyond the default
-        /// builder's (SETUID, SETGID, SETFCAP); repeat the flag, or comma-separate.
+        /// builder's (SETUID, SETGID, SETFCAP, or with --user-namespaced-builders those of
+        /// that variant); repeat the flag, or comma-separate.
         #[arg(long = "allow-builder-capability", env = "COREFORGE_ALLOW_BUILDER_CAPABILITIES", value_delimiter = ',')]
         allow_builder_capabilities: Vec<String>,
         /// Let a CoreBuild's builder or tester run privileged.
         #[arg(long, env = "COREFORGE_ALLOW_PRIVILEGED_BUILDERS")]
         allow_privileged_builders: bool,
+        /// Give build pods a user namespace of their own (hostUsers: false): their root is
+        /// an unprivileged user on the node. The nodes' runtime must support it
+        /// (containerd 2 or CRI-O 1.25, runc 1.2, Linux 6.3 or later).
+        #[arg(long, env = "COREFORGE_USER_NAMESPACED_BUILDERS")]
+        user_namespaced_builders: bool,
         /// Log format.
         #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "COREFORGE_LOG_FORMAT")]
         log_format: LogFormat,
@@ -73,6 +79,7 @@ fn main() -> anyhow::Result<()> {
             builder_image,
             allow_builder_capabilities,
             allow_privileged_builders,
+            user_namespaced_builders,
         } => {
             coreforge::telemetry::init(log_format);
             let runtime = tokio::runtime::Runtime::new()?;
@@ -99,6 +106,7 @@ fn main() -> anyhow::Result<()> {
                         allow_builder_capabilities,
                         allow_privileged_builders,
                     ),
+                    user_namespaced_builders,
                 };
                 let settings =
                     coreforge::controller::Settings { namespaces, http_addr: Some(http_addr), election, pods };

@@ -12,6 +12,7 @@ use std::collections::BTreeSet;
 use k8s_openapi::api::core::v1::SecurityContext;
 
 use crate::api::CoreBuildSpec;
+use crate::jobs;
 
 /// The administrator's policy for the pods the controller creates.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -38,14 +39,20 @@ fn normalize(cap: &str) -> String {
 }
 
 /// Why the pods `spec` asks for exceed what `policy` allows (`None`: they do not). The
-/// message names the field and the flag that would allow it.
-pub fn refusal(spec: &CoreBuildSpec, policy: &Privileges, builder_capabilities: &[&str]) -> Option<String> {
+/// message names the field and the flag that would allow it. Either pod may have the
+/// default build pod's capabilities; a user-namespaced build pod's
+/// (`user_namespaced_builder`) only the build pod, the one pod that runs in its own
+/// user namespace.
+pub fn refusal(spec: &CoreBuildSpec, policy: &Privileges, user_namespaced_builder: bool) -> Option<String> {
     let builder = spec.builder.as_ref().and_then(|b| b.pod.security_context.as_ref());
     let tester = spec.tester.as_ref().and_then(|t| t.security_context.as_ref());
     let mut problems = Vec::new();
-    for (field, context) in [("spec.builder.securityContext", builder), ("spec.tester.securityContext", tester)] {
+    for (field, context, defaults) in [
+        ("spec.builder.securityContext", builder, jobs::builder_capabilities(user_namespaced_builder)),
+        ("spec.tester.securityContext", tester, jobs::BUILDER_CAPABILITIES),
+    ] {
         let Some(context) = context else { continue };
-        problems.extend(context_problems(field, context, policy, builder_capabilities));
+        problems.extend(context_problems(field, context, policy, defaults));
     }
     (!problems.is_empty()).then(|| {
         format!(
@@ -102,7 +109,7 @@ mod tests {
         .unwrap()
     }
 
-    const DEFAULT_CAPS: &[&str] = crate::jobs::BUILDER_CAPABILITIES;
+    const DEFAULT_CAPS: bool = false;
 
     #[test]
     fn no_security_context_and_the_default_builders_capabilities_are_always_allowed() {
@@ -159,5 +166,16 @@ mod tests {
             ..Default::default()
         };
         assert!(context_problems("f", &context, &Privileges::new(["NET_RAW"], false), &[]).is_empty());
+    }
+
+    #[test]
+    fn a_user_namespaced_build_pod_may_have_its_capabilities_and_the_test_pod_may_not() {
+        let sys_admin = json!({"securityContext": {"capabilities": {"add": ["SYS_ADMIN", "CHOWN"]}}});
+        let builder = spec(sys_admin.clone(), json!({}));
+        assert_eq!(refusal(&builder, &Privileges::default(), true), None);
+        assert!(refusal(&builder, &Privileges::default(), false).unwrap().contains("asks for CHOWN, SYS_ADMIN"));
+        let tester = spec(json!({}), sys_admin);
+        let msg = refusal(&tester, &Privileges::default(), true).unwrap();
+        assert!(msg.starts_with("spec.tester.securityContext.capabilities.add asks for CHOWN, SYS_ADMIN"), "{msg}");
     }
 }

@@ -20,6 +20,7 @@ pub const KEY_CONTAINERFILE: &str = "Containerfile";
 const ANNOTATION_GENERATION: &str = "coreforge.dev/corebuild-generation";
 const ANNOTATION_ATTEMPT: &str = "coreforge.dev/attempt";
 const ANNOTATION_BUILDER_IMAGE: &str = "coreforge.dev/builder-image";
+const ANNOTATION_USER_NAMESPACE: &str = "coreforge.dev/builder-user-namespace";
 
 /// What an attempt is made from.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,6 +38,9 @@ pub struct Snapshot {
     /// The builder image: the CoreBuild's, else the controller's default when the
     /// attempt started.
     pub builder_image: String,
+    /// Whether the build pod has a user namespace of its own (`hostUsers: false`), as
+    /// the controller was configured when the attempt started.
+    pub user_namespace: bool,
 }
 
 impl Snapshot {
@@ -66,6 +70,7 @@ impl Snapshot {
                     (ANNOTATION_GENERATION.to_string(), self.core_build_generation.to_string()),
                     (ANNOTATION_ATTEMPT.to_string(), self.attempt.to_string()),
                     (ANNOTATION_BUILDER_IMAGE.to_string(), self.builder_image.clone()),
+                    (ANNOTATION_USER_NAMESPACE.to_string(), self.user_namespace.to_string()),
                 ])),
                 owner_references: release.controller_owner_ref(&()).map(|o| vec![o]),
                 ..Default::default()
@@ -105,6 +110,8 @@ impl Snapshot {
                 .get(ANNOTATION_BUILDER_IMAGE)
                 .cloned()
                 .unwrap_or_else(|| jobs::builder_image(&spec, jobs::DEFAULT_BUILDER_IMAGE).to_string()),
+            // Snapshots taken before it was recorded shared the node's users.
+            user_namespace: cm.annotations().get(ANNOTATION_USER_NAMESPACE).is_some_and(|v| v == "true"),
             spec,
             containerfile: containerfile.clone(),
         })

@@ -15,8 +15,8 @@ packages=(
   busybox-static  # a tiny real base image for the real build
   mmdebstrap      # builds the Debian base and builder images (tests/cluster/images.sh)
   # The real node of the local environment (tests/cluster/node.sh):
-  containerd                  # its container runtime (CRI), 1.6
-  runc                        # the OCI runtime containerd's shims call
+  libseccomp-dev              # runc is built with seccomp (containerd and runc: tests/cluster/build.sh)
+  pkg-config                  # ... which finds libseccomp with it
   containernetworking-plugins # CNI bridge, host-local and loopback in /usr/lib/cni
   socat                       # forwards the registries and the apiserver to the pods' gateway
   iptables                    # DNAT of the kubernetes Service IP, the pods' firewall

@@ -319,6 +319,16 @@ async fn chart_args_are_accepted_by_the_binary() -> anyhow::Result<()> {
         &[][..],
         &["--set-json", "watchNamespaces=[\"team-a\",\"team-b\"]", "--set", "logFormat=json"][..],
         &["--set", "leaderElection.enabled=false", "--set", "replicas=1"][..],
+        &[
+            "--set",
+            "builder.image=registry.example/buildah@sha256:0123",
+            "--set-json",
+            "builder.allowCapabilities=[\"SYS_ADMIN\"]",
+            "--set",
+            "builder.allowPrivileged=true",
+            "--set",
+            "builder.userNamespaces=true",
+        ][..],
     ] {
         let objs = documents(&render("cf", "cf-system", values).await?)?;
         let container = &the(&objs, "Deployment")?["spec"]["template"]["spec"]["containers"][0];

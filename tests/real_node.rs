@@ -243,6 +243,57 @@ async fn a_release_is_built_tested_and_published_for_real() -> anyhow::Result<()
     .await
 }
 
+/// With `--user-namespaced-builders` the build pod has a user namespace of its own
+/// (`hostUsers: false`, which this node's containerd 2 and runc support) and still builds
+/// `RUN` steps, under the runtime's default seccomp profile. The proof is in the image: a
+/// `RUN` step records its `/proc/self/uid_map`, which names the node's uids its root maps
+/// to; the contract test reads it back.
+#[tokio::test]
+async fn a_user_namespaced_build_pod_builds_as_an_unprivileged_user_of_the_node() -> anyhow::Result<()> {
+    let node = RealNode::get().await?;
+    support::with_namespace("real-userns", |client, ns| async move {
+        let builder = node.images["BUILDER_IMAGE"].clone();
+        let args = ["--http-addr", "127.0.0.1:0", "--builder-image", &builder, "--user-namespaced-builders"];
+        let _controller = ControllerProcess::start_with(&ns, &args).await?;
+        let containerfile = "FROM debian\nRUN cat /proc/self/uid_map > /etc/build-uid-map\n";
+        let contract = json!({
+            "user": "root",
+            "files": [{"path": "/etc/build-uid-map", "kind": "File"}],
+            "checks": [{"name": "uid-map", "run": "cat /etc/build-uid-map"}],
+        });
+        create(
+            &client,
+            &ns,
+            node.core_build("debian", &ns, containerfile, contract),
+            release("r", "debian", "Verified"),
+        )
+        .await?;
+        let r = wait_phase(&client, &ns, "r", Phase::Verified).await?;
+
+        let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(client.clone(), &ns);
+        let job = jobs.get("r-a1-build").await?;
+        let pod = job.spec.and_then(|s| s.template.spec).context("no pod template")?;
+        ensure!(pod.host_users == Some(false), "the build pod shares the node's users: {:?}", pod.host_users);
+        let seccomp = pod.containers[0].security_context.as_ref().and_then(|c| c.seccomp_profile.as_ref());
+        ensure!(seccomp.map(|s| s.type_.as_str()) == Some("RuntimeDefault"), "seccomp: {seccomp:?}");
+
+        // "0 <first uid on the node> <count>": root of the build was not the node's root.
+        let st = r.status.as_ref().context("no status")?;
+        let map = st.checks.iter().find(|c| c.name == "check:uid-map").and_then(|c| c.output.clone());
+        let fields: Vec<u64> = map
+            .as_deref()
+            .and_then(|m| m.lines().next())
+            .map(|l| l.split_whitespace().filter_map(|f| f.parse().ok()).collect())
+            .unwrap_or_default();
+        ensure!(
+            fields.len() == 3 && fields[0] == 0 && fields[1] != 0 && fields[2] <= 65536,
+            "the RUN step's uid map {map:?} does not map root to an unprivileged range of the node's uids"
+        );
+        Ok(())
+    })
+    .await
+}
+
 #[tokio::test]
 async fn a_failing_run_step_a_broken_contract_and_a_missing_builder_are_reported_as_such() -> anyhow::Result<()> {
     let node = RealNode::get().await?;

@@ -43,6 +43,7 @@ fn snap(attempt: i32) -> Snapshot {
         spec: spec(),
         containerfile: "FROM scratch\nRUN true\n".into(),
         builder_image: crate::jobs::DEFAULT_BUILDER_IMAGE.into(),
+        user_namespace: false,
     }
 }
 

@@ -63,11 +63,18 @@ pub struct PodConfig {
     pub builder_image: String,
     /// What a CoreBuild's pods may ask for beyond the defaults.
     pub privileges: Privileges,
+    /// Build pods get a user namespace of their own (`hostUsers: false`; the nodes'
+    /// runtime must support it).
+    pub user_namespaced_builders: bool,
 }
 
 impl Default for PodConfig {
     fn default() -> Self {
-        Self { builder_image: jobs::DEFAULT_BUILDER_IMAGE.into(), privileges: Privileges::default() }
+        Self {
+            builder_image: jobs::DEFAULT_BUILDER_IMAGE.into(),
+            privileges: Privileges::default(),
+            user_namespaced_builders: false,
+        }
     }
 }
 
@@ -202,6 +209,7 @@ async fn observe(client: &Client, pods: &PodConfig, ns: &str, release: &ImageRel
                         spec: cb.spec.clone(),
                         containerfile: containerfile.clone(),
                         builder_image: jobs::builder_image(&cb.spec, &pods.builder_image).to_string(),
+                        user_namespace: pods.user_namespaced_builders,
                     }));
                 }
                 observed.blueprint = Some(text);
@@ -214,7 +222,7 @@ async fn observe(client: &Client, pods: &PodConfig, ns: &str, release: &ImageRel
     observed.test_job = observe_job_named(client, ns, &names::test_job(&name, attempt)).await?;
 
     let Some(Ok(snap)) = &observed.snapshot else { return Ok(observed) };
-    observed.privileges_refused = privileges::refusal(&snap.spec, &pods.privileges, jobs::BUILDER_CAPABILITIES);
+    observed.privileges_refused = privileges::refusal(&snap.spec, &pods.privileges, snap.user_namespace);
     let catalog = &snap.spec.catalog;
     if let Some(digest) = staging_digest_to_check(release, observed.build_job.as_ref()) {
         let reference = format!("{}@{digest}", catalog.staging_repository);

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the local control plane from the upstream Go modules and caches the
 # binaries outside the work tree. A component whose binaries are already in the
-# cache is not rebuilt. Usage: build.sh [kubernetes|kubelet|etcd|kwok|helm ...]
+# cache is not rebuilt. Usage: build.sh [kubernetes|kubelet|etcd|kwok|helm|containerd|runc ...]
 # (default: all)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -12,11 +12,12 @@ need_go() {
   command -v go >/dev/null 2>&1 || die "Go is not installed (needed once, to build the cluster binaries). Install Go >= 1.24 and retry."
 }
 
-# build_module NAME VERSION GOMOD_BODY "PKG..." [LDFLAGS]
+# build_module NAME VERSION GOMOD_BODY "PKG..." [LDFLAGS] [TAGS] [CGO]
 # Creates a throwaway wrapper module, resolves it, builds the packages into
 # $CACHE/NAME-VERSION/bin and writes a stamp only when every binary is there.
+# Static (CGO_ENABLED=0) unless CGO is 1.
 build_module() {
-  local name=$1 version=$2 gomod=$3 pkgs=$4 ldflags=${5:-}
+  local name=$1 version=$2 gomod=$3 pkgs=$4 ldflags=${5:-} tags=${6:-} cgo=${7:-0}
   local dest="$CACHE_DIR/$name-$version"
   if [[ -f "$dest/.complete" ]]; then
     log "$name $version: cached in $dest"
@@ -34,11 +35,11 @@ build_module() {
   sed -i '1i //go:build tools\n' "$work/tools.go"
   (
     cd "$work"
-    export GOFLAGS=-mod=mod GOTOOLCHAIN=local CGO_ENABLED=0
+    export GOFLAGS=-mod=mod GOTOOLCHAIN=local CGO_ENABLED=$cgo
     go mod tidy -e >"$work/tidy.log" 2>&1 || { cat "$work/tidy.log" >&2; exit 1; }
     mkdir -p "$dest/bin.tmp"
     # shellcheck disable=SC2086
-    go build -trimpath -ldflags "-s -w $ldflags" -o "$dest/bin.tmp/" $pkgs
+    go build -trimpath -tags "$tags" -ldflags "-s -w $ldflags" -o "$dest/bin.tmp/" $pkgs
   ) || { rm -rf "$work" "$dest/bin.tmp"; die "$name $version: the Go build failed (output above). Nothing was cached; fix the cause and run again."; }
   rm -rf "$work"
   rm -rf "${dest:?}/bin"
@@ -164,14 +165,44 @@ require helm.sh/helm/v3 $v" \
     "-X $hv.version=$v -X $hv.gitTreeState=clean -X $k/lint/rules.k8sVersionMajor=1 -X $k/lint/rules.k8sVersionMinor=$minor -X $k/chartutil.k8sVersionMajor=1 -X $k/chartutil.k8sVersionMinor=$minor"
 }
 
+# The real node's container runtime. Debian 12's containerd 1.6 and runc 1.1 cannot
+# run user-namespaced pods (hostUsers: false needs containerd 2 and runc 1.2 or
+# later, for idmapped mounts), so both are built from their modules. containerd is
+# static (no btrfs, which needs cgo); runc links Debian's libseccomp, as its own
+# release builds do, so that pods get their seccomp profiles.
+build_containerd() {
+  local v=$CONTAINERD_VERSION
+  build_module containerd "$v" "module coreforge.local/containerd-build
+
+go 1.24
+
+require github.com/containerd/containerd/v2 $v" \
+    "github.com/containerd/containerd/v2/cmd/containerd github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2 github.com/containerd/containerd/v2/cmd/ctr" \
+    "-X github.com/containerd/containerd/v2/version.Version=$v -X github.com/containerd/containerd/v2/version.Revision=module" \
+    "no_btrfs no_devmapper no_zfs"
+}
+
+build_runc() {
+  local v=$RUNC_VERSION
+  pkg-config --exists libseccomp 2>/dev/null || die "runc needs libseccomp's headers (Debian: libseccomp-dev; tests/deps.sh installs it)"
+  build_module runc "$v" "module coreforge.local/runc-build
+
+go 1.24
+
+require github.com/opencontainers/runc $v" \
+    "github.com/opencontainers/runc" \
+    "-X main.version=${v#v} -X main.gitCommit=module" \
+    "seccomp urfave_cli_no_docs" 1
+}
+
 main() {
   local targets=("$@")
-  [[ ${#targets[@]} -gt 0 ]] || targets=(etcd kwok kubernetes kubelet helm)
+  [[ ${#targets[@]} -gt 0 ]] || targets=(etcd kwok kubernetes kubelet helm containerd runc)
   mkdir -p "$CACHE_DIR"
   for t in "${targets[@]}"; do
     case $t in
-      kubernetes | kubelet | etcd | kwok | helm) "build_$t" ;;
-      *) die "unknown component '$t' (known: kubernetes kubelet etcd kwok helm)" ;;
+      kubernetes | kubelet | etcd | kwok | helm | containerd | runc) "build_$t" ;;
+      *) die "unknown component '$t' (known: kubernetes kubelet etcd kwok helm containerd runc)" ;;
     esac
   done
 }

@@ -21,6 +21,10 @@ KWOK_BIN_DIR="$CACHE_DIR/kwok-$KWOK_VERSION/bin"
 KUBE_BIN_DIR="$CACHE_DIR/kubernetes-$KUBERNETES_VERSION/bin"
 # shellcheck disable=SC2034
 KUBELET_BIN_DIR="$CACHE_DIR/kubelet-$KUBERNETES_VERSION/bin"
+# shellcheck disable=SC2034
+CONTAINERD_BIN_DIR="$CACHE_DIR/containerd-$CONTAINERD_VERSION/bin"
+# shellcheck disable=SC2034
+RUNC_BIN_DIR="$CACHE_DIR/runc-$RUNC_VERSION/bin"
 
 # The real node (kubelet, containerd, its bridge): node.sh.
 # shellcheck source=tests/cluster/node.sh

@@ -1,5 +1,6 @@
 # The real node beside the kwok nodes: a kubelet (built from the same
-# Kubernetes module) with Debian's containerd, runc and CNI plugins, on a Linux
+# Kubernetes module) with containerd 2 and runc (built from their modules: recent
+# enough for user-namespaced pods) and Debian's CNI plugins, on a Linux
 # bridge of its own. Sourced by lib.sh; README.md ("The real node") explains
 # the wiring. Every host resource it creates outside $STATE_DIR is named after
 # the bridge (cgroup root, iptables chains, CNI network) so node_clean_host can
@@ -22,7 +23,7 @@ NODE_SYSCTLS=(vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_
 # them): removed again if they did not exist before and are empty.
 #   /var/log/containers: the kubelet's symlinks to container logs;
 #   /var/lib/cni: libcni's result cache (containerd's CRI cannot move it);
-#   /run/containerd: containerd 1.6 puts its shims' sockets in /run/containerd/s.
+#   /run/containerd: containerd puts its shims' sockets in /run/containerd/s.
 NODE_HOST_DIRS=(/var/log/containers /var/lib/cni/results /var/lib/cni /run/containerd/s /run/containerd)
 
 # node_names: the names derived from the node's network settings (called by
@@ -48,7 +49,7 @@ node_names() {
 # `images.sh push` writes at every start (PAUSE_IMAGE, DEBIAN_IMAGE, BUILDER_IMAGE).
 pushed_image() { sed -n "s/^$1=//p" "$STATE_DIR/images.env"; }
 
-ctr_() { timeout "${CTR_TIMEOUT:-10}" ctr --address "$CONTAINERD_SOCK" --namespace k8s.io "$@"; }
+ctr_() { timeout "${CTR_TIMEOUT:-10}" "$STATE_DIR/bin/ctr" --address "$CONTAINERD_SOCK" --namespace k8s.io "$@"; }
 
 # ---------------------------------------------------------------------------
 # Start (called by up.sh).
@@ -58,7 +59,7 @@ ctr_() { timeout "${CTR_TIMEOUT:-10}" ctr --address "$CONTAINERD_SOCK" --namespa
 node_check_host() {
   [[ $(id -u) -eq 0 ]] || die "the real node (kubelet, containerd, a bridge, iptables) needs root"
   local b
-  for b in containerd containerd-shim-runc-v2 ctr runc socat iptables ip /usr/lib/cni/bridge /usr/lib/cni/host-local /usr/lib/cni/loopback; do
+  for b in socat iptables ip /usr/lib/cni/bridge /usr/lib/cni/host-local /usr/lib/cni/loopback; do
     command -v "$b" >/dev/null 2>&1 || die "$b is missing (run tests/deps.sh)"
   done
   ((${#CONTAINERD_SOCK} < 100)) || die "$CONTAINERD_SOCK is too long for a unix socket; move the state with COREFORGE_CLUSTER_DIR"
@@ -143,11 +144,12 @@ server = "http://$host:$port"
 EOF
     done
   done
-  # The CRI plugin settings REAL-NODE.md found necessary on these machines:
-  # restrict_oom_score_adj (root lacks CAP_SYS_RESOURCE), no AppArmor,
-  # cgroupfs. Every path is ours, so a system containerd is not disturbed.
+  # containerd 2 (config version 3). The CRI settings these machines need:
+  # restrict_oom_score_adj (root lacks CAP_SYS_RESOURCE), no AppArmor, cgroupfs.
+  # NRI is off (its socket would be a host path). Every path is ours, so a system
+  # containerd is not disturbed.
   cat >"$d/containerd.toml" <<EOF
-version = 2
+version = 3
 root = "$d/containerd/root"
 state = "$d/containerd/state"
 
@@ -163,29 +165,37 @@ state = "$d/containerd/state"
 
 [plugins."io.containerd.internal.v1.opt"]
   path = "$d/containerd/opt"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "$sandbox_image"
+[plugins."io.containerd.nri.v1.nri"]
+  disable = true
+[plugins."io.containerd.transfer.v1.local"]
+  config_path = "$d/certs.d"
+[plugins."io.containerd.cri.v1.images"]
+  snapshotter = "overlayfs"
+  [plugins."io.containerd.cri.v1.images".pinned_images]
+    sandbox = "$sandbox_image"
+  [plugins."io.containerd.cri.v1.images".registry]
+    config_path = "$d/certs.d"
+[plugins."io.containerd.cri.v1.runtime"]
   restrict_oom_score_adj = true
   disable_apparmor = true
   enable_selinux = false
   netns_mounts_under_state_dir = true
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
+  [plugins."io.containerd.cri.v1.runtime".containerd]
     default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        BinaryName = "$(command -v runc)"
+      runtime_path = "$STATE_DIR/bin/containerd-shim-runc-v2"
+      [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
+        BinaryName = "$STATE_DIR/bin/runc"
         Root = "$d/containerd/runc"
         SystemdCgroup = false
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
+  [plugins."io.containerd.cri.v1.runtime".cni]
+    bin_dirs = ["/usr/lib/cni"]
     conf_dir = "$d/cni/net.d"
     max_conf_num = 1
-  [plugins."io.containerd.grpc.v1.cri".registry]
-    config_path = "$d/certs.d"
+[plugins."io.containerd.grpc.v1.cri"]
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
 EOF
   # No default route in pods: they reach the subnet, and SERVICE_IP through
   # the gateway (DNAT to the apiserver forwarder); nothing is masqueraded.
@@ -257,7 +267,7 @@ EOF
 # node_start: containerd, then the kubelet (up.sh waits for them).
 node_start() {
   local pki="$STATE_DIR/pki" bin="$STATE_DIR/bin"
-  start containerd /usr/bin/containerd --config "$NODE_DIR/containerd.toml"
+  start containerd "$bin/containerd" --config "$NODE_DIR/containerd.toml"
   wait_healthy containerd 30
   start kubelet "$bin/kubelet" \
     --config "$NODE_DIR/kubelet.yaml" \

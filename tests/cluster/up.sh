@@ -27,12 +27,14 @@ started_at=$SECONDS
 # module proxy, and a warm start should need neither.
 missing_components() {
   local c stamp
-  for c in etcd kwok kubernetes kubelet; do
+  for c in etcd kwok kubernetes kubelet containerd runc; do
     case $c in
       etcd) stamp="$CACHE_DIR/etcd-$ETCD_VERSION/.complete" ;;
       kwok) stamp="$CACHE_DIR/kwok-$KWOK_VERSION/.complete" ;;
       kubernetes) stamp="$CACHE_DIR/kubernetes-$KUBERNETES_VERSION/.complete" ;;
       kubelet) stamp="$CACHE_DIR/kubelet-$KUBERNETES_VERSION/.complete" ;;
+      containerd) stamp="$CACHE_DIR/containerd-$CONTAINERD_VERSION/.complete" ;;
+      runc) stamp="$CACHE_DIR/runc-$RUNC_VERSION/.complete" ;;
     esac
     [[ -f $stamp ]] || echo "$c"
   done
@@ -368,7 +370,11 @@ EOF
   ln -s "$ETCD_BIN_DIR/etcdctl" "$STATE_DIR/bin/etcdctl"
   ln -s "$KWOK_BIN_DIR/kwok" "$STATE_DIR/bin/kwok"
   ln -s "$KUBELET_BIN_DIR/kubelet" "$STATE_DIR/bin/kubelet"
+  ln -s "$RUNC_BIN_DIR/runc" "$STATE_DIR/bin/runc"
   local b
+  for b in containerd containerd-shim-runc-v2 ctr; do
+    ln -s "$CONTAINERD_BIN_DIR/$b" "$STATE_DIR/bin/$b"
+  done
   for b in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
     ln -s "$KUBE_BIN_DIR/$b" "$STATE_DIR/bin/$b"
   done
