@@ -97,9 +97,10 @@ for tag in 12.7.0 12 latest; do
 done
 echo
 echo "== pulled back from the catalog by the node's containerd (ctr images pull)"
-target/cluster/bin/ctr --address target/cluster/node/containerd.sock --namespace k8s.io images pull --plain-http \
-  "$POD_REGISTRY/demo/core/debian:12.7.0" >/dev/null
-pulled=$(target/cluster/bin/ctr --address target/cluster/node/containerd.sock --namespace k8s.io images ls \
+# (ctr wants the socket's absolute path: a relative one reads as a URL's authority.)
+ctr_() { target/cluster/bin/ctr --address "$PWD/target/cluster/node/containerd.sock" --namespace k8s.io "$@"; }
+ctr_ images pull --plain-http "$POD_REGISTRY/demo/core/debian:12.7.0" >/dev/null
+pulled=$(ctr_ images ls \
   "name==$POD_REGISTRY/demo/core/debian:12.7.0" | awk 'NR == 2 { print $3 }')
 echo "  $POD_REGISTRY/demo/core/debian:12.7.0 -> $pulled"
 if [[ $pulled != "$digest" ]]; then
