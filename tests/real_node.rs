@@ -348,10 +348,13 @@ async fn a_failing_run_step_a_broken_contract_and_a_missing_builder_are_reported
     .await
 }
 
+/// The pods of the chart's Deployment, installed as release `cf`.
+const CHART_PODS: &str = "app.kubernetes.io/instance=cf,app.kubernetes.io/name=coreforge";
+
 /// Pods of the chart's Deployment `cf-coreforge` in `ns`.
 async fn controller_pods(client: &Client, ns: &str) -> anyhow::Result<Vec<Pod>> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let selector = ListParams::default().labels("app.kubernetes.io/instance=cf,app.kubernetes.io/name=coreforge");
+    let selector = ListParams::default().labels(CHART_PODS);
     Ok(pods.list(&selector).await?.items)
 }
 
@@ -474,16 +477,9 @@ async fn the_controller_installed_from_the_chart_publishes_and_hands_over_when_i
                 let lease =
                     support::run(support::kubectl().args(["-n", &ns, "get", "lease", "cf-coreforge", "-o", "yaml"]))
                         .await;
-                let logs = support::run(support::kubectl().args([
-                    "-n",
-                    &ns,
-                    "logs",
-                    "-l",
-                    "app.kubernetes.io/instance=cf",
-                    "--prefix",
-                    "--tail",
-                    "40",
-                ]))
+                let logs = support::run(
+                    support::kubectl().args(["-n", &ns, "logs", "-l", CHART_PODS, "--prefix", "--tail", "40"]),
+                )
                 .await;
                 anyhow::bail!("{e:#}\nlease: {lease:?}\nlogs: {logs:?}");
             }
