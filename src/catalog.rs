@@ -1,54 +1,133 @@
 //! The service catalog: which registry a CoreBuild publishes to, with which credentials,
 //! publishing a verified digest under its version tag, and where each channel points.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
 
 use crate::api::{Catalog, ChannelStatus, Phase};
-use crate::controller::decide::CatalogError;
-use crate::registry::{Credentials, Registry};
+use crate::registry::{Credentials, Registry, RegistryError};
 
-/// The registry client for a catalog, with the credentials of its Secret (if it names
-/// one). The outer error is the API server's; the inner one says what is wrong with the
-/// Secret.
-pub async fn registry(
-    client: &Client,
-    ns: &str,
-    catalog: &Catalog,
-) -> Result<Result<Registry, CatalogError>, kube::Error> {
-    let credentials = match &catalog.credentials_secret {
-        None => Credentials::default(),
-        Some(r) => {
-            let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-            let secret = match secrets.get_opt(&r.name).await {
-                Ok(s) => s,
-                // Forbidden: the controller is not allowed to read it; a person has to act.
-                Err(kube::Error::Api(e)) if e.code == 403 => {
-                    return Ok(Err(CatalogError::Credentials(format!(
-                        "reading Secret {} is forbidden: {}",
-                        r.name, e.message
-                    ))));
-                }
-                Err(e) => return Err(e),
-            };
-            let Some(secret) = secret else {
-                return Ok(Err(CatalogError::Credentials(format!("credentials Secret {} does not exist", r.name))));
-            };
-            let Some(json) = secret.data.as_ref().and_then(|d| d.get(".dockerconfigjson")) else {
-                return Ok(Err(CatalogError::Credentials(format!(
-                    "Secret {} has no .dockerconfigjson (it must be of type kubernetes.io/dockerconfigjson)",
-                    r.name
-                ))));
-            };
-            match Credentials::from_docker_config(&json.0) {
-                Ok(c) => c,
-                Err(e) => return Ok(Err(CatalogError::Credentials(format!("Secret {}: {e}", r.name)))),
-            }
+/// Why the catalog could not be used.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CatalogError {
+    /// The registry failed or refused.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The credentials Secret is missing or unusable.
+    #[error("{0}")]
+    Credentials(String),
+    /// The version tag exists and points at another digest: never overwritten.
+    #[error("{reference} already exists and points at {existing}; a published version is never overwritten")]
+    Conflict {
+        /// The version tag.
+        reference: String,
+        /// What it points at.
+        existing: String,
+    },
+}
+
+impl CatalogError {
+    /// Condition reason for this error.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            CatalogError::Registry(RegistryError::Unauthorized { .. }) => "RegistryUnauthorized",
+            CatalogError::Registry(RegistryError::Unreachable { .. }) => "RegistryUnavailable",
+            CatalogError::Registry(_) => "RegistryError",
+            CatalogError::Credentials(_) => "CredentialsInvalid",
+            CatalogError::Conflict { .. } => "VersionTagConflict",
         }
+    }
+
+    /// Whether a person has to act (wrong credentials), rather than wait (outage).
+    pub fn needs_a_person(&self) -> bool {
+        matches!(
+            self,
+            CatalogError::Registry(RegistryError::Unauthorized { .. })
+                | CatalogError::Credentials(_)
+                | CatalogError::Conflict { .. }
+        )
+    }
+}
+
+/// How long a registry client made with a Secret's credentials is reused before the
+/// Secret is read again: a rotated password is picked up within this time.
+pub const CREDENTIALS_TTL: Duration = Duration::from_secs(60);
+
+/// The registry clients of the controller, one per registry settings and credentials,
+/// reused across reconciles (connections, bearer tokens). A client without credentials
+/// lives as long as the controller; one with a Secret's credentials for
+/// [`CREDENTIALS_TTL`].
+pub struct Registries {
+    client: Client,
+    pool: Mutex<HashMap<PoolKey, (Arc<Registry>, Instant)>>,
+}
+
+/// (namespace and Secret, when credentials come from one; plain HTTP; skip verify).
+type PoolKey = (Option<(String, String)>, bool, bool);
+
+impl Registries {
+    /// A pool reading credentials Secrets with `client`.
+    pub fn new(client: Client) -> Self {
+        Self { client, pool: Mutex::default() }
+    }
+
+    /// The registry client for a catalog of namespace `ns`, with the credentials of its
+    /// Secret (if it names one). The outer error is the API server's; the inner one says
+    /// what is wrong with the Secret.
+    pub async fn get(&self, ns: &str, catalog: &Catalog) -> Result<Result<Arc<Registry>, CatalogError>, kube::Error> {
+        let tls = catalog.tls.clone().unwrap_or_default();
+        let key: PoolKey = (
+            catalog.credentials_secret.as_ref().map(|r| (ns.to_string(), r.name.clone())),
+            tls.insecure,
+            tls.skip_verify,
+        );
+        let fresh = |made: &Instant| key.0.is_none() || made.elapsed() < CREDENTIALS_TTL;
+        if let Ok(pool) = self.pool.lock()
+            && let Some((registry, made)) = pool.get(&key)
+            && fresh(made)
+        {
+            return Ok(Ok(registry.clone()));
+        }
+        let credentials = match &catalog.credentials_secret {
+            None => Credentials::default(),
+            Some(r) => match credentials(&self.client, ns, &r.name).await? {
+                Ok(c) => c,
+                Err(e) => return Ok(Err(e)),
+            },
+        };
+        let registry = Arc::new(Registry::new(catalog.tls.as_ref(), credentials));
+        if let Ok(mut pool) = self.pool.lock() {
+            pool.retain(|_, (_, made)| made.elapsed() < CREDENTIALS_TTL || key.0.is_none());
+            pool.insert(key, (registry.clone(), Instant::now()));
+        }
+        Ok(Ok(registry))
+    }
+}
+
+/// The registry credentials in Secret `name` of `ns`.
+async fn credentials(client: &Client, ns: &str, name: &str) -> Result<Result<Credentials, CatalogError>, kube::Error> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let secret = match secrets.get_opt(name).await {
+        Ok(s) => s,
+        // Forbidden: the controller is not allowed to read it; a person has to act.
+        Err(kube::Error::Api(e)) if e.code == 403 => {
+            return Ok(Err(CatalogError::Credentials(format!("reading Secret {name} is forbidden: {}", e.message))));
+        }
+        Err(e) => return Err(e),
     };
-    Ok(Ok(Registry::new(catalog.tls.as_ref(), credentials)))
+    let Some(secret) = secret else {
+        return Ok(Err(CatalogError::Credentials(format!("credentials Secret {name} does not exist"))));
+    };
+    let Some(json) = secret.data.as_ref().and_then(|d| d.get(".dockerconfigjson")) else {
+        return Ok(Err(CatalogError::Credentials(format!(
+            "Secret {name} has no .dockerconfigjson (it must be of type kubernetes.io/dockerconfigjson)"
+        ))));
+    };
+    Ok(Credentials::from_docker_config(&json.0).map_err(|e| CatalogError::Credentials(format!("Secret {name}: {e}"))))
 }
 
 /// Publishes `staging@digest` as `repository:version`. Idempotent: a version tag that

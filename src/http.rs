@@ -10,12 +10,10 @@ use axum::Router;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use futures::FutureExt;
-use kube::runtime::reflector::Store;
 use tracing::info;
 
-use crate::api::ImageRelease;
 use crate::controller::Shutdown;
+use crate::controller::cache::Caches;
 use crate::metrics::{self, METRICS};
 
 /// This replica's role, as readiness reports it.
@@ -30,8 +28,8 @@ pub enum Role {
 }
 
 static ROLE: AtomicU8 = AtomicU8::new(Role::Unknown as u8);
-/// The release caches of the running controllers (empty until they start).
-static STORES: Mutex<Vec<Store<ImageRelease>>> = Mutex::new(Vec::new());
+/// The caches of the running controllers, one per scope (empty until they start).
+static CACHES: Mutex<Vec<Caches>> = Mutex::new(Vec::new());
 
 /// Records this replica's role.
 pub fn set_role(role: Role) {
@@ -39,14 +37,14 @@ pub fn set_role(role: Role) {
 }
 
 /// Registers the caches readiness waits for and metrics are computed from.
-pub fn set_stores(stores: Vec<Store<ImageRelease>>) {
-    if let Ok(mut s) = STORES.lock() {
-        *s = stores;
+pub fn set_caches(caches: Vec<Caches>) {
+    if let Ok(mut c) = CACHES.lock() {
+        *c = caches;
     }
 }
 
-fn stores() -> Vec<Store<ImageRelease>> {
-    STORES.lock().map(|s| s.clone()).unwrap_or_default()
+fn caches() -> Vec<Caches> {
+    CACHES.lock().map(|c| c.clone()).unwrap_or_default()
 }
 
 async fn livez() -> &'static str {
@@ -56,9 +54,8 @@ async fn livez() -> &'static str {
 /// Ready when the role is known: a follower is ready to take over; the leader once its
 /// watches listed everything once, so it acts on a complete picture.
 async fn readyz() -> impl IntoResponse {
-    let stores = stores();
-    let synced =
-        !stores.is_empty() && stores.iter().all(|s| s.wait_until_ready().now_or_never().is_some_and(|r| r.is_ok()));
+    let caches = caches();
+    let synced = !caches.is_empty() && caches.iter().all(Caches::is_ready);
     match ROLE.load(Ordering::Relaxed) {
         r if r == Role::Follower as u8 => (StatusCode::OK, "ok: follower\n"),
         r if r == Role::Leader as u8 && synced => (StatusCode::OK, "ok\n"),
@@ -68,7 +65,7 @@ async fn readyz() -> impl IntoResponse {
 }
 
 async fn metrics_text() -> impl IntoResponse {
-    let releases: Vec<_> = stores().iter().flat_map(|s| s.state()).collect();
+    let releases: Vec<_> = caches().iter().flat_map(|c| c.releases.store().state()).collect();
     metrics::observe_releases(&releases, jiff::Timestamp::now());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], METRICS.render())
 }

@@ -17,6 +17,7 @@ pub mod controller;
 pub mod crdgen;
 pub mod http;
 pub mod jobs;
+pub mod kubeclient;
 pub mod leader;
 pub mod lifecycle;
 pub mod metrics;

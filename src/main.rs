@@ -51,6 +51,14 @@ enum Command {
         /// (containerd 2 or CRI-O 1.25, runc 1.2, Linux 6.3 or later).
         #[arg(long, env = "COREFORGE_USER_NAMESPACED_BUILDERS")]
         user_namespaced_builders: bool,
+        /// How many releases are reconciled at once per watched namespace (and as many
+        /// CoreBuilds).
+        #[arg(long, env = "COREFORGE_MAX_CONCURRENT_RECONCILES", default_value_t = coreforge::controller::DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u16).range(1..))]
+        max_concurrent_reconciles: u16,
+        /// At most this many requests per second to the Kubernetes API server (watches
+        /// included), so that a burst of releases never crowds its other clients out.
+        #[arg(long, env = "COREFORGE_KUBE_API_QPS", default_value_t = coreforge::kubeclient::DEFAULT_QPS, value_parser = clap::value_parser!(u64).range(1..))]
+        kube_api_qps: u64,
         /// Log format.
         #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "COREFORGE_LOG_FORMAT")]
         log_format: LogFormat,
@@ -80,6 +88,8 @@ fn main() -> anyhow::Result<()> {
             allow_builder_capabilities,
             allow_privileged_builders,
             user_namespaced_builders,
+            max_concurrent_reconciles,
+            kube_api_qps,
         } => {
             coreforge::telemetry::init(log_format);
             let runtime = tokio::runtime::Runtime::new()?;
@@ -92,7 +102,8 @@ fn main() -> anyhow::Result<()> {
                 // Names every request in audit logs and apiserver metrics as ours, and whose.
                 let agent = format!("coreforge/{} ({identity})", env!("CARGO_PKG_VERSION"));
                 config.headers.push((http::header::USER_AGENT, http::HeaderValue::from_str(&agent)?));
-                let client = kube::Client::try_from(config)?;
+                let client = coreforge::kubeclient::build(config.clone(), kube_api_qps)?;
+                let lease_client = coreforge::kubeclient::build_unlimited(config)?;
                 let election = leader_elect.then(|| coreforge::leader::Election {
                     lease_name,
                     namespace: lease_namespace,
@@ -108,9 +119,15 @@ fn main() -> anyhow::Result<()> {
                     ),
                     user_namespaced_builders,
                 };
-                let settings =
-                    coreforge::controller::Settings { namespaces, http_addr: Some(http_addr), election, pods };
-                coreforge::controller::run(client, settings, coreforge::controller::shutdown_signal()).await
+                let settings = coreforge::controller::Settings {
+                    namespaces,
+                    http_addr: Some(http_addr),
+                    election,
+                    pods,
+                    concurrency: max_concurrent_reconciles,
+                };
+                coreforge::controller::run(client, lease_client, settings, coreforge::controller::shutdown_signal())
+                    .await
             })
         }
         Command::Crd { check: Some(dir), .. } => {

@@ -43,6 +43,8 @@ pub struct Metrics {
     pub phase_since: GaugeVec,
     /// Registry requests by operation and outcome.
     pub registry_requests: IntCounterVec,
+    /// Kubernetes API requests by verb and resource.
+    pub kube_requests: IntCounterVec,
     /// Build information.
     pub info: IntGaugeVec,
     /// 1 when this replica leads (or election is off).
@@ -134,6 +136,11 @@ impl Metrics {
                 "release_phase_since_timestamp_seconds",
                 "Unix time an in-flight release (Pending, Building, Testing, Verified) entered its phase",
                 &["namespace", "corebuild", "release", "phase"],
+            ),
+            kube_requests: counter(
+                "kube_requests_total",
+                "Kubernetes API requests sent, by verb (get, list, watch, create, patch, update, delete) and resource",
+                &["verb", "resource"],
             ),
             registry_requests: counter(
                 "registry_requests_total",

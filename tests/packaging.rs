@@ -54,7 +54,7 @@ const RULES: &[(&str, &str, &[&str])] = &[
     ("", "pods", &["get", "list", "watch"]),
     ("", "configmaps", &["get", "list", "watch", "create"]),
     ("events.k8s.io", "events", &["create", "patch"]),
-    ("", "events", &["create", "patch", "list"]),
+    ("", "events", &["create", "patch", "list", "watch"]),
     ("", "secrets", &["get"]),
 ];
 

@@ -2,27 +2,32 @@
 //! pointing at the newest Published release it matches.
 //!
 //! Channels are a property of the product, so they are moved here, from the releases'
-//! statuses: publishing, deprecating or retiring any release re-runs this (the release
+//! statuses: a release whose phase, version or digest changes re-runs this (the release
 //! watch maps to its CoreBuild), and the tags converge whatever happened in between.
+//!
+//! Counts alone are written at most every [`COUNTS_INTERVAL`]: while hundreds of releases
+//! move, a CoreBuild's status is a summary, not a second copy of every transition.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
-use super::release::{Context, Error};
+use super::release::{Context, Error, apply_status};
 use crate::api::{
-    CoreBuild, CoreBuildStatus, FIELD_MANAGER, ImageRelease, Phase, READY, RECONCILING, ReleaseCounts, STALLED,
-    set_condition,
+    CoreBuild, CoreBuildStatus, ImageRelease, Phase, READY, RECONCILING, ReleaseCounts, STALLED, set_condition,
 };
 use crate::catalog::{self, Candidate};
 use crate::metrics::ReconcileTimer;
 
-fn counts(releases: &[ImageRelease]) -> ReleaseCounts {
+/// The shortest time between two status writes of a CoreBuild that change only its
+/// release counts.
+pub const COUNTS_INTERVAL: Duration = Duration::from_secs(5);
+
+fn counts(releases: &[Arc<ImageRelease>]) -> ReleaseCounts {
     let mut c = ReleaseCounts { total: releases.len() as i32, ..Default::default() };
     for r in releases {
         match r.status.as_ref().and_then(|s| s.phase).unwrap_or_default() {
@@ -44,12 +49,13 @@ pub async fn reconcile(cb: Arc<CoreBuild>, ctx: Arc<Context>) -> Result<Action, 
     let name = cb.name_any();
     let span = info_span!("reconcile", namespace = %ns, corebuild = %name);
     async move {
-        let client = ctx.client();
-        // A fresh read, as for releases: the channels recorded in a cached status may be
-        // older than the ones this reconciler wrote last.
-        let api: Api<CoreBuild> = Api::namespaced(client.clone(), &ns);
-        let Some(cb) = api.get_opt(&name).await? else { return Ok(Action::await_change()) };
-        let releases = super::release::releases_of(&client, &ns, &name).await?;
+        let client = ctx.client.clone();
+        ctx.caches.ready().await;
+        if !ctx.core_builds_written.met(&ns, &name, cb.metadata.resource_version.as_deref(), cb.status.as_ref()) {
+            debug!("the cache is behind the last status written; waiting for it");
+            return Ok(Action::requeue(Duration::from_secs(5)));
+        }
+        let releases = ctx.caches.releases_of(&ns, &name);
         let candidates: Vec<Candidate> = releases
             .iter()
             .map(|r| {
@@ -70,7 +76,7 @@ pub async fn reconcile(cb: Arc<CoreBuild>, ctx: Arc<Context>) -> Result<Action, 
         let mut problem = None;
         let moves: Vec<_> = desired.iter().filter(|d| !old.channels.contains(d)).collect();
         if !moves.is_empty() {
-            match catalog::registry(&client, &ns, &cb.spec.catalog).await? {
+            match ctx.registries.get(&ns, &cb.spec.catalog).await? {
                 Err(e) => problem = Some(e),
                 Ok(registry) => {
                     for d in &moves {
@@ -122,17 +128,46 @@ pub async fn reconcile(cb: Arc<CoreBuild>, ctx: Arc<Context>) -> Result<Action, 
         let (s_reason, s_msg) = if stalled { (reason.as_str(), message.as_str()) } else { ("NotStalled", "") };
         set_condition(&mut st.conditions, STALLED, Some(stalled), s_reason, s_msg, generation, &now);
 
+        let mut requeue = problem.as_ref().map(|_| Duration::from_secs(15));
         if cb.status.as_ref() != Some(&st) {
-            let patch = serde_json::json!({"apiVersion": "coreforge.dev/v1alpha1", "kind": "CoreBuild", "status": st});
-            api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+            let counts_only = {
+                let mut same = old.clone();
+                same.releases = st.releases.clone();
+                same == st
+            };
+            match last_write_wait(&ctx, &ns, &name) {
+                Some(wait) if counts_only => {
+                    debug!("only counts changed; written with the next change or in {wait:?}");
+                    requeue = Some(requeue.map_or(wait, |r| r.min(wait)));
+                }
+                _ => {
+                    let api: Api<CoreBuild> = Api::namespaced(client.clone(), &ns);
+                    let rv = cb.metadata.resource_version.as_deref();
+                    match apply_status(&api, &name, rv, &st).await? {
+                        Some(written) => {
+                            let rv = written.metadata.resource_version.clone();
+                            ctx.core_builds_written.wrote(&ns, &name, rv, written.status.clone());
+                            ctx.counts_written(&ns, &name);
+                        }
+                        None => return Ok(Action::requeue(Duration::from_secs(5))),
+                    }
+                }
+            }
         }
-        Ok(match problem {
-            Some(_) => Action::requeue(Duration::from_secs(15)),
+        Ok(match requeue {
+            Some(after) => Action::requeue(after),
             None => Action::await_change(),
         })
     }
     .instrument(span)
     .await
+}
+
+/// How long this CoreBuild's counts must wait before they may be written again, if
+/// they must.
+fn last_write_wait(ctx: &Context, ns: &str, name: &str) -> Option<Duration> {
+    let elapsed = ctx.since_counts_written(ns, name)?;
+    COUNTS_INTERVAL.checked_sub(elapsed).filter(|d| !d.is_zero())
 }
 
 /// Logs and retries a failed CoreBuild reconcile after a pause.

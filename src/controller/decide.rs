@@ -1,6 +1,6 @@
 //! The pure decision core: given a release, what the controller observed around it, and
-//! the time, decide the release's next status and the one object to create. No I/O, so
-//! every case is a row in a table test.
+//! the time, decide the release's next status and the objects to create, in order. No
+//! I/O, so every case is a row in a table test.
 //!
 //! Crash safety comes from the shape, not from care at each call site: the attempt number
 //! lives in the persisted status, every child's name derives from it, and the edges read
@@ -17,9 +17,9 @@ use crate::api::{
     Target, Transition, set_condition,
 };
 use crate::api::{CONTRACT_KEPT, ImageConfig, LifecyclePolicy, PUBLISHED, parse_duration};
+use crate::catalog::CatalogError;
 use crate::contract;
 use crate::lifecycle::{self, Sibling};
-use crate::registry::RegistryError;
 use crate::results;
 use crate::snapshot::Snapshot;
 
@@ -121,48 +121,6 @@ pub struct Observed {
     pub tag_deletion: Option<Result<(), CatalogError>>,
 }
 
-/// Why the catalog could not be used.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum CatalogError {
-    /// The registry failed or refused.
-    #[error(transparent)]
-    Registry(#[from] RegistryError),
-    /// The credentials Secret is missing or unusable.
-    #[error("{0}")]
-    Credentials(String),
-    /// The version tag exists and points at another digest: never overwritten.
-    #[error("{reference} already exists and points at {existing}; a published version is never overwritten")]
-    Conflict {
-        /// The version tag.
-        reference: String,
-        /// What it points at.
-        existing: String,
-    },
-}
-
-impl CatalogError {
-    /// Condition reason for this error.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            CatalogError::Registry(RegistryError::Unauthorized { .. }) => "RegistryUnauthorized",
-            CatalogError::Registry(RegistryError::Unreachable { .. }) => "RegistryUnavailable",
-            CatalogError::Registry(_) => "RegistryError",
-            CatalogError::Credentials(_) => "CredentialsInvalid",
-            CatalogError::Conflict { .. } => "VersionTagConflict",
-        }
-    }
-
-    /// Whether a person has to act (wrong credentials), rather than wait (outage).
-    pub fn needs_a_person(&self) -> bool {
-        matches!(
-            self,
-            CatalogError::Registry(RegistryError::Unauthorized { .. })
-                | CatalogError::Credentials(_)
-                | CatalogError::Conflict { .. }
-        )
-    }
-}
-
 /// The digest whose presence in staging the edges must check: the one a successful build
 /// of the current attempt reported, while the release is Building.
 pub fn staging_digest_to_check(release: &ImageRelease, build_job: Option<&JobObservation>) -> Option<String> {
@@ -222,7 +180,8 @@ pub fn version_claimed_by<'a>(release: &ImageRelease, others: &'a [ImageRelease]
         .and_then(|(_, o)| o.metadata.name.as_deref())
 }
 
-/// The object the edges must create (after reading that it does not exist yet).
+/// An object the edges must create. Its name derives from the attempt, so creating it
+/// twice finds the first one (`AlreadyExists`) instead of making a second.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Create {
     /// The attempt's snapshot ConfigMap.
@@ -249,8 +208,10 @@ pub struct Note {
 pub struct Decision {
     /// The status the release should have.
     pub status: ImageReleaseStatus,
-    /// What to create first.
-    pub create: Option<Create>,
+    /// What to create, in this order, before the status is written. A snapshot comes
+    /// first: when it exists already (taken by an earlier run from another CoreBuild
+    /// generation) the edges stop there, and the next run starts from the stored one.
+    pub create: Vec<Create>,
     /// Events to record.
     pub notes: Vec<Note>,
     /// When to look again if nothing else happens.
@@ -291,7 +252,7 @@ struct Ctx<'a> {
     release: &'a ImageRelease,
     now: &'a Time,
     st: ImageReleaseStatus,
-    create: Option<Create>,
+    create: Vec<Create>,
     notes: Vec<Note>,
     /// Why the release is where it is: (reason, message) for Ready/Reconciling/Stalled.
     headline: (String, String),
@@ -321,6 +282,16 @@ impl Ctx<'_> {
         self.notes.push(Note { warning, reason: reason.into(), message: message.into() });
     }
 
+    /// A step's Job was created: told in the event of the transition that led to it
+    /// (`AttemptStarted`, `BuildSucceeded`) when there is one in this decision, else on
+    /// its own (`reason`). One event per change the release went through.
+    fn note_step(&mut self, warning: bool, reason: &str, message: String) {
+        match self.notes.last_mut() {
+            Some(last) if last.warning == warning => last.message = format!("{}; {message}", last.message),
+            _ => self.note(warning, reason, message),
+        }
+    }
+
     fn transition(&mut self, phase: Phase, reason: &str, message: impl Into<String>) {
         let message = message.into();
         if self.st.phase != Some(phase) {
@@ -340,15 +311,19 @@ impl Ctx<'_> {
 
     /// A step's Job is running: say so with `reason` and `message`, or, when its pod does
     /// not start, say why at once, as a Warning event when it first appears.
+    ///
+    /// A step that simply runs changes nothing in the status: the step's times are
+    /// recorded when it finishes, so a running Job costs no write.
     fn running(&mut self, step_condition: &str, job: &JobObservation, reason: &str, message: String) {
         let Some(blocked) = &job.blocked else {
-            self.condition(step_condition, None, reason, &message);
-            self.headline(reason, message);
-            if !job.has_pod {
-                // A pod refused at creation leaves only an event, which nothing watches.
-                self.requeue_after = Some(Duration::from_secs(5));
+            let current = crate::api::find_condition(&self.st.conditions, step_condition);
+            if let Some(c) = current.filter(|c| c.reason == reason) {
+                let kept = c.message.clone();
+                return self.headline(reason, kept);
             }
-            return;
+            // Running again after its pod was blocked (or a status from before this run).
+            self.condition(step_condition, None, reason, &message);
+            return self.headline(reason, message);
         };
         let message = format!(
             "the pod of Job {} does not start: {}: {}; the Job fails at its deadline unless this is fixed",
@@ -410,6 +385,13 @@ impl Ctx<'_> {
     }
 }
 
+/// A running step's status names its Job (nothing more until it finishes).
+fn named_step(step: &mut Option<StepStatus>, job: &JobObservation) {
+    if step.as_ref().is_none_or(|s| s.job_name != job.name) {
+        *step = Some(StepStatus { job_name: job.name.clone(), ..Default::default() });
+    }
+}
+
 fn step_status(job: &JobObservation) -> StepStatus {
     StepStatus {
         job_name: job.name.clone(),
@@ -465,7 +447,7 @@ pub fn decide(release: &ImageRelease, observed: &Observed, now: &Time) -> Decisi
         release,
         now,
         st: old.clone(),
-        create: None,
+        create: Vec::new(),
         notes: Vec::new(),
         headline: (String::new(), String::new()),
         stalled: false,
@@ -586,14 +568,19 @@ fn start_attempt(cx: &mut Ctx, observed: &Observed, attempt: i32) -> bool {
             match (&observed.blueprint, &observed.snapshot) {
                 (Some(Err(e)), _) => {
                     cx.headline("BlueprintNotFound", format!("{e}; the release starts when it appears"));
+                    return false;
                 }
                 (Some(Ok(_)), Some(Ok(snap))) => {
-                    cx.create = Some(Create::Snapshot(snap.clone()));
-                    cx.headline("Snapshotting", format!("freezing CoreBuild {core_build} for attempt {attempt}"));
+                    // Frozen first, then the attempt starts from it in the same run: the
+                    // Jobs are rendered from exactly what the ConfigMap holds.
+                    cx.create.push(Create::Snapshot(snap.clone()));
+                    snap.clone()
                 }
-                _ => cx.headline("Snapshotting", format!("reading CoreBuild {core_build} for attempt {attempt}")),
+                _ => {
+                    cx.headline("Snapshotting", format!("reading CoreBuild {core_build} for attempt {attempt}"));
+                    return false;
+                }
             }
-            return false;
         }
     };
     let retrying = cx.st.attempt.is_some();
@@ -630,17 +617,21 @@ fn build(cx: &mut Ctx, observed: &Observed) {
             return cx.fail(BUILT, "PrivilegesNotAllowed", why.clone());
         }
         let name = crate::names::build_job(&cx.release.name_any(), snap.attempt);
-        cx.create = Some(Create::BuildJob(snap.clone()));
+        cx.create.push(Create::BuildJob(snap.clone()));
         cx.st.build = Some(StepStatus { job_name: name.clone(), ..Default::default() });
         let msg = format!("build Job {name} created");
         cx.condition(BUILT, None, "Building", &msg);
-        cx.note(false, "BuildStarted", msg.clone());
+        cx.note_step(false, "BuildStarted", msg.clone());
         cx.headline("Building", msg);
         return;
     };
+    if job.state == JobState::Running {
+        named_step(&mut cx.st.build, job);
+        return cx.running(BUILT, job, "Building", format!("build Job {} is running", job.name));
+    }
     cx.st.build = Some(step_status(job));
     match job.state {
-        JobState::Running => cx.running(BUILT, job, "Building", format!("build Job {} is running", job.name)),
+        JobState::Running => {}
         JobState::Failed => cx.fail(BUILT, "BuildFailed", describe_failure(job)),
         JobState::Succeeded => match results::parse_build(job.message.as_deref().unwrap_or_default()) {
             Err(e) => cx.fail(
@@ -685,19 +676,20 @@ fn test(cx: &mut Ctx, observed: &Observed) {
     let Some(job) = &observed.test_job else {
         let Some(snap) = cx.snapshot(observed) else { return };
         let name = crate::names::test_job(&cx.release.name_any(), snap.attempt);
-        cx.create = Some(Create::TestJob(snap.clone(), image.clone()));
+        cx.create.push(Create::TestJob(snap.clone(), image.clone()));
         cx.st.test = Some(StepStatus { job_name: name.clone(), ..Default::default() });
         let msg = format!("test Job {name} created for {image}");
         cx.condition(TESTED, None, "Testing", &msg);
-        cx.note(false, "TestStarted", msg.clone());
+        cx.note_step(false, "TestStarted", msg.clone());
         cx.headline("Testing", msg);
         return;
     };
-    cx.st.test = Some(step_status(job));
     if job.state == JobState::Running {
+        named_step(&mut cx.st.test, job);
         let msg = format!("test Job {} is running the contract checks", job.name);
         return cx.running(TESTED, job, "Testing", msg);
     }
+    cx.st.test = Some(step_status(job));
     let report = results::parse_test(job.message.as_deref().unwrap_or_default());
     let report = match (job.state, report) {
         (_, Ok(report)) => report,

@@ -5,6 +5,7 @@ use crate::api::PUBLISHED;
 use crate::api::{
     Blueprint, Catalog, Check, Contract, CoreBuildSpec, ImageReleaseSpec, PackageGuarantee, find_condition,
 };
+use crate::registry::RegistryError;
 use jiff::Timestamp;
 use kube::api::ObjectMeta;
 
@@ -145,7 +146,7 @@ fn waits_for_a_missing_core_build() {
     let r = release(Target::Verified, 1, None);
     let d = decide(&r, &Observed::default(), &at(0));
     assert_eq!(phase(&d), Phase::Pending);
-    assert_eq!(d.create, None);
+    assert_eq!(d.create, vec![]);
     assert_eq!(cond(&d, READY).0, "False");
     assert_eq!(cond(&d, READY).1, "CoreBuildNotFound");
     assert!(cond(&d, READY).2.contains("CoreBuild debian does not exist"));
@@ -165,7 +166,7 @@ fn waits_for_a_missing_blueprint() {
     assert_eq!(phase(&d), Phase::Pending);
     assert_eq!(cond(&d, READY).1, "BlueprintNotFound");
     assert!(cond(&d, READY).2.contains("ConfigMap bp does not exist"));
-    assert_eq!(d.create, None);
+    assert_eq!(d.create, vec![]);
 }
 
 /// A release named `name` of `core_build`, version `version`, created at `created`.
@@ -215,7 +216,7 @@ fn a_second_release_of_a_version_waits_and_builds_nothing() {
     };
     let d = decide(&r, &o, &at(0));
     assert_eq!(phase(&d), Phase::Pending);
-    assert_eq!(d.create, None, "no snapshot, no Job");
+    assert_eq!(d.create, vec![], "no snapshot, no Job");
     assert_eq!(d.status.attempt, None, "no attempt is counted");
     let (status, reason, message) = cond(&d, READY);
     assert_eq!((status, reason), ("False", "DuplicateVersion"));
@@ -233,12 +234,12 @@ fn a_second_release_of_a_version_waits_and_builds_nothing() {
     assert!(!status_changed(waiting.status.as_ref(), &again.status));
     // Once the first is gone, it starts like any release.
     let d = decide(&waiting, &Observed { version_claimed_by: None, ..o }, &at(5));
-    assert!(matches!(d.create, Some(Create::Snapshot(_))));
+    assert!(matches!(d.create.first(), Some(Create::Snapshot(_))));
     assert_eq!(cond(&d, STALLED).0, "False");
 }
 
 #[test]
-fn snapshots_before_anything_runs() {
+fn the_snapshot_is_stored_first_and_the_attempt_starts_from_it_at_once() {
     let r = release(Target::Verified, 1, None);
     let o = Observed {
         core_build_exists: true,
@@ -248,9 +249,14 @@ fn snapshots_before_anything_runs() {
         ..Default::default()
     };
     let d = decide(&r, &o, &at(0));
-    assert_eq!(d.create, Some(Create::Snapshot(snap(1))));
-    assert_eq!(phase(&d), Phase::Pending);
-    assert_eq!(d.status.attempt, None, "the attempt starts only from a stored snapshot");
+    // The edges create them in this order and stop if the snapshot exists already.
+    assert_eq!(d.create, vec![Create::Snapshot(snap(1)), Create::BuildJob(snap(1))]);
+    assert_eq!(phase(&d), Phase::Building);
+    assert_eq!(d.status.attempt, Some(1));
+    let notes: Vec<_> = d.notes.iter().map(|n| (n.reason.as_str(), n.message.as_str())).collect();
+    assert_eq!(notes.len(), 1, "one event for one change: {notes:?}");
+    assert_eq!(notes[0].0, "AttemptStarted");
+    assert!(notes[0].1.ends_with("; build Job rel-a1-build created"), "{}", notes[0].1);
 }
 
 #[test]
@@ -260,7 +266,7 @@ fn a_stored_snapshot_starts_the_attempt_and_creates_the_build_job() {
     assert_eq!(phase(&d), Phase::Building);
     assert_eq!(d.status.attempt, Some(1));
     assert_eq!(d.status.attempt_generation, Some(1));
-    assert_eq!(d.create, Some(Create::BuildJob(snap(1))));
+    assert_eq!(d.create, vec![Create::BuildJob(snap(1))]);
     let p = d.status.provenance.as_ref().unwrap();
     assert_eq!(p.core_build_generation, 3);
     assert_eq!(p.base_digest, DIGEST);
@@ -268,7 +274,7 @@ fn a_stored_snapshot_starts_the_attempt_and_creates_the_build_job() {
     assert_eq!(p.builder_image, crate::jobs::DEFAULT_BUILDER_IMAGE);
     assert_eq!(d.status.build.as_ref().unwrap().job_name, "rel-a1-build");
     let reasons: Vec<_> = d.notes.iter().map(|n| n.reason.as_str()).collect();
-    assert_eq!(reasons, ["AttemptStarted", "BuildStarted"]);
+    assert_eq!(reasons, ["AttemptStarted"]);
     let phases: Vec<_> = d.status.history.iter().map(|t| t.phase).collect();
     assert_eq!(phases, [Phase::Pending, Phase::Building]);
 }
@@ -280,7 +286,7 @@ fn pods_beyond_the_administrators_policy_fail_the_attempt_before_any_job_exists(
     o.privileges_refused = Some("spec.builder.securityContext.privileged is true".into());
     let d = decide(&r, &o, &at(10));
     assert_eq!(phase(&d), Phase::Failed);
-    assert_eq!(d.create, None, "no Job, so no pod");
+    assert_eq!(d.create, vec![], "no Job, so no pod");
     let (status, reason, message) = cond(&d, BUILT);
     assert_eq!((status, reason), ("False", "PrivilegesNotAllowed"));
     assert!(message.contains("privileged is true"), "{message}");
@@ -288,7 +294,7 @@ fn pods_beyond_the_administrators_policy_fail_the_attempt_before_any_job_exists(
     assert!(d.notes.iter().any(|n| n.warning && n.reason == "PrivilegesNotAllowed"));
     // Looked at again, it stays failed and creates nothing.
     let again = decide(&apply(r, &d), &o, &at(20));
-    assert_eq!((phase(&again), again.create), (Phase::Failed, None));
+    assert_eq!((phase(&again), again.create), (Phase::Failed, vec![]));
 }
 
 #[test]
@@ -298,9 +304,10 @@ fn a_running_build_waits_without_creating() {
     o.build_job = Some(job("rel-a1-build", JobState::Running, None, None));
     let d = decide(&r, &o, &at(15));
     assert_eq!(phase(&d), Phase::Building);
-    assert_eq!(d.create, None);
+    assert_eq!(d.create, vec![]);
     assert_eq!(cond(&d, BUILT).0, "Unknown");
     assert!(d.notes.is_empty());
+    assert!(!status_changed(r.status.as_ref(), &d.status), "a Job that runs costs no status write");
 }
 
 #[test]
@@ -314,7 +321,7 @@ fn a_build_pod_that_cannot_start_is_named_at_once_and_warned_about_once() {
     });
     o.build_job = Some(j);
     let d = decide(&r, &o, &at(15));
-    assert_eq!((phase(&d), d.create.clone()), (Phase::Building, None));
+    assert_eq!((phase(&d), d.create.clone()), (Phase::Building, vec![]));
     let (status, reason, message) = cond(&d, BUILT);
     assert_eq!((status, reason), ("Unknown", "ImagePullBackOff"));
     assert!(message.contains("rel-a1-build") && message.contains("registry.local/nope:1"), "{message}");
@@ -343,7 +350,8 @@ fn an_unschedulable_pod_is_named_but_not_stalled() {
 }
 
 #[test]
-fn a_running_job_without_a_pod_is_looked_at_again_soon() {
+fn a_running_job_without_a_pod_waits_for_news_without_polling() {
+    // Its FailedCreate events are watched: one re-runs the release when it comes.
     let r = building(Target::Verified);
     let mut o = stored(1);
     let mut j = job("rel-a1-build", JobState::Running, None, None);
@@ -351,7 +359,7 @@ fn a_running_job_without_a_pod_is_looked_at_again_soon() {
     o.build_job = Some(j);
     let d = decide(&r, &o, &at(15));
     assert_eq!(cond(&d, BUILT).1, "Building");
-    assert_eq!(d.requeue_after, Some(std::time::Duration::from_secs(5)));
+    assert_eq!(d.requeue_after, None);
 }
 
 #[test]
@@ -367,7 +375,7 @@ fn a_successful_build_records_the_digest_and_starts_testing() {
     // The same decision asked for the test Job in one go.
     let r0 = building(Target::Verified);
     let d = decide(&r0, &built(), &at(20));
-    assert!(matches!(&d.create, Some(Create::TestJob(_, image)) if image.ends_with(DIGEST)));
+    assert!(matches!(&d.create[..], [Create::TestJob(_, image)] if image.ends_with(DIGEST)));
 }
 
 #[test]
@@ -396,7 +404,7 @@ fn bad_build_results_fail_with_a_reason() {
         assert!(cond(&d, READY).2.contains(want_message), "{:?} lacks {want_message}", cond(&d, READY).2);
         assert_eq!(cond(&d, STALLED).0, "True");
         assert_eq!(cond(&d, RECONCILING).0, "False");
-        assert_eq!(d.create, None);
+        assert_eq!(d.create, vec![]);
         assert!(d.notes.iter().any(|n| n.warning && n.reason == want_reason));
     }
 }
@@ -407,7 +415,7 @@ fn a_lost_snapshot_fails_instead_of_guessing() {
     let d = decide(&r, &Observed::default(), &at(20));
     assert_eq!(phase(&d), Phase::Failed);
     assert_eq!(cond(&d, READY).1, "SnapshotMissing");
-    assert_eq!(d.create, None);
+    assert_eq!(d.create, vec![]);
 }
 
 #[test]
@@ -453,7 +461,7 @@ fn failed_stays_failed_until_asked() {
     let r = failed_build(1);
     let d = decide(&r, &stored(1), &at(40));
     assert_eq!(phase(&d), Phase::Failed);
-    assert_eq!(d.create, None);
+    assert_eq!(d.create, vec![]);
     assert!(!status_changed(r.status.as_ref(), &d.status), "an unchanged Failed release must not be rewritten");
     assert!(cond(&d, READY).2.contains("retry"));
 }
@@ -466,7 +474,7 @@ fn a_spec_change_or_the_retry_annotation_starts_a_new_attempt() {
     let d = decide(&r, &stored(2), &at(40));
     assert_eq!(phase(&d), Phase::Building);
     assert_eq!(d.status.attempt, Some(2));
-    assert_eq!(d.create, Some(Create::BuildJob(snap(2))));
+    assert_eq!(d.create, vec![Create::BuildJob(snap(2))]);
     assert_eq!(d.status.build.as_ref().unwrap().job_name, "rel-a2-build");
     assert!(d.status.digest.is_none());
 
@@ -494,7 +502,7 @@ fn support_end_before_creation_is_refused() {
     let mut r = release(Target::Verified, 1, None);
     r.spec.support_ends_at = Some(at(-10));
     let d = decide(&r, &stored(1), &at(10));
-    assert_eq!(d.create, None);
+    assert_eq!(d.create, vec![]);
     assert_eq!(cond(&d, STALLED), ("True", "InvalidSpec", cond(&d, STALLED).2));
     assert!(cond(&d, STALLED).2.contains("supportEndsAt"));
 }

@@ -3,30 +3,38 @@
 //!
 //! - [`decide`]: the pure decision core (what happens next to a release);
 //! - [`observe`]: Jobs and pods turned into observations (pure);
+//! - [`triggers`]: which objects a change re-runs (pure);
+//! - [`cache`]: the watched objects every reconcile reads, and the expectations that
+//!   keep it from deciding on a cache older than its own writes;
 //! - [`release`]: the ImageRelease reconcile edges (read, create, patch status, events);
 //! - [`corebuild`]: the CoreBuild reconciler (release counts, channel tags).
 
+pub mod cache;
 pub mod corebuild;
 pub mod decide;
 pub mod observe;
 pub mod release;
+pub mod triggers;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use futures::channel::mpsc;
 use futures::future::{BoxFuture, FutureExt, Shared};
-use futures::{StreamExt, future};
+use futures::{StreamExt, TryStreamExt, future};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Event as CoreEvent, Pod};
 use kube::core::PartialObjectMeta;
-use kube::runtime::controller::Controller;
+use kube::runtime::controller::{self, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use tracing::{info, warn};
 
+use self::cache::{Cache, Caches, Index, JOB_NAME_LABEL, trim_job, trim_meta, trim_pod};
 use crate::api::{CoreBuild, ImageRelease, LABEL_RELEASE};
+use crate::catalog::Registries;
 use crate::http;
 
 /// Settings of the controller daemon.
@@ -40,7 +48,13 @@ pub struct Settings {
     pub election: Option<crate::leader::Election>,
     /// What build and test pods get and may ask for.
     pub pods: release::PodConfig,
+    /// How many releases (and, apart, CoreBuilds) are reconciled at once, per watched
+    /// namespace.
+    pub concurrency: u16,
 }
+
+/// Default of [`Settings::concurrency`].
+pub const DEFAULT_CONCURRENCY: u16 = 16;
 
 /// Resolves once SIGTERM or Ctrl-C arrives; cloneable, so every part stops on the same signal.
 pub type Shutdown = Shared<BoxFuture<'static, ()>>;
@@ -82,10 +96,13 @@ where
     }
 }
 
-/// Serves HTTP, wins the election (if any), and runs the controllers until `shutdown`
-/// resolves; then gives the Lease up. Losing the lease ends the process with an error,
-/// so that it restarts as a follower.
-pub async fn run(client: Client, settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
+/// Serves HTTP, wins the election (if any) with `lease_client`, and runs the controllers
+/// with `client` until `shutdown` resolves; then gives the Lease up. Losing the lease ends
+/// the process with an error, so that it restarts as a follower.
+///
+/// The Lease has a client of its own, outside the rate limit of the controllers' one: a
+/// renewal never waits behind a burst of reconciles.
+pub async fn run(client: Client, lease_client: Client, settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
     let server = match settings.http_addr {
         Some(addr) => tokio::spawn(http::serve(addr, shutdown.clone())),
         None => tokio::spawn(future::ready(Ok(()))),
@@ -93,7 +110,7 @@ pub async fn run(client: Client, settings: Settings, shutdown: Shutdown) -> anyh
     let mut candidate = match settings.election.clone() {
         None => None,
         Some(election) => {
-            let mut candidate = crate::leader::Candidate::new(client.clone(), election);
+            let mut candidate = crate::leader::Candidate::new(lease_client, election);
             tokio::select! {
                 _ = candidate.acquire() => {}
                 _ = shutdown.clone() => return finish(server).await,
@@ -130,76 +147,175 @@ async fn finish(server: tokio::task::JoinHandle<anyhow::Result<()>>) -> anyhow::
 
 async fn run_controllers(client: Client, settings: &Settings, shutdown: Shutdown) -> anyhow::Result<()> {
     let reporter = Reporter { controller: "coreforge".into(), instance: std::env::var("POD_NAME").ok() };
-    let ctx =
-        Arc::new(release::Context::new(client.clone(), Recorder::new(client.clone(), reporter), settings.pods.clone()));
+    let recorder = Recorder::new(client.clone(), reporter);
+    let registries = Arc::new(Registries::new(client.clone()));
     let scopes: Vec<Option<&str>> = if settings.namespaces.is_empty() {
         vec![None]
     } else {
         settings.namespaces.iter().map(|n| Some(n.as_str())).collect()
     };
-    let mut release_stores = Vec::new();
+    let mut caches = Vec::new();
     let mut runs = Vec::new();
     for scope in scopes {
-        let (store, run) = scope_controllers(&client, scope, ctx.clone(), shutdown.clone());
-        release_stores.push(store);
+        let (cache, run) = scope_controllers(&client, scope, settings, &recorder, &registries, shutdown.clone());
+        caches.push(cache);
         runs.push(run);
     }
-    http::set_stores(release_stores);
+    http::set_caches(caches);
     future::join_all(runs).await;
     Ok(())
 }
 
-/// The controllers of one scope (a namespace, or the cluster): the release store (for
-/// readiness and metrics) and the future that runs them.
+/// The watches of one scope, trimmed, reflected into the caches every reconcile reads, and
+/// the two controllers fed by them: the caches (for readiness and metrics) and the
+/// future that runs them.
 fn scope_controllers(
     client: &Client,
     scope: Option<&str>,
-    ctx: Arc<release::Context>,
+    settings: &Settings,
+    recorder: &Recorder,
+    registries: &Arc<Registries>,
     shutdown: Shutdown,
-) -> (Store<ImageRelease>, BoxFuture<'static, ()>) {
-    let releases: Api<ImageRelease> = api(client, scope);
-    let core_builds: Api<CoreBuild> = api(client, scope);
-    let jobs: Api<Job> = api(client, scope);
-    let config_maps: Api<PartialObjectMeta<ConfigMap>> = api(client, scope);
-
-    // CoreBuilds are reflected so blueprint ConfigMaps can be mapped to their releases.
+) -> (Caches, BoxFuture<'static, ()>) {
+    let (release_store, release_writer) = reflector::store::<ImageRelease>();
     let (core_build_store, core_build_writer) = reflector::store::<CoreBuild>();
-    let core_build_events = watcher(core_builds.clone(), watcher::Config::default())
-        .default_backoff()
-        .reflect(core_build_writer)
-        .touched_objects();
-    // Metadata only: a release waiting for its blueprint ConfigMap resumes when it appears.
-    let config_map_events = watcher(config_maps, watcher::Config::default()).default_backoff().touched_objects();
-    // Metadata only, of the pods of the controller's Jobs: a pod that changes (pulled,
-    // backing off, unschedulable, terminated) re-runs its release, which reads it.
-    let pods: Api<PartialObjectMeta<Pod>> = api(client, scope);
-    let pod_events =
-        watcher(pods, watcher::Config::default().labels(LABEL_RELEASE)).default_backoff().touched_objects();
+    let (job_store, job_writer) = reflector::store::<Job>();
+    let (pod_store, pod_writer) = reflector::store::<Pod>();
+    let (snapshot_store, snapshot_writer) = reflector::store::<ConfigMap>();
+    let (event_store, event_writer) = reflector::store::<CoreEvent>();
+    let caches = Caches::new(
+        Index::new(release_store.clone(), |r| Some(r.spec.core_build.clone())),
+        core_build_store.clone(),
+        job_store.clone(),
+        Index::new(pod_store, |p| p.labels().get(JOB_NAME_LABEL).cloned()),
+        snapshot_store,
+        Index::new(event_store, |e| e.involved_object.name.clone()),
+    );
+    let ctx = Arc::new(release::Context::new(
+        client.clone(),
+        recorder.clone(),
+        settings.pods.clone(),
+        caches.clone(),
+        registries.clone(),
+    ));
+    // Re-runs decided from the watch events (see `triggers`), for the other controller.
+    let (rerun_core_build, core_build_reruns) = mpsc::unbounded::<ObjectRef<CoreBuild>>();
+    let (rerun_release, release_reruns) = mpsc::unbounded::<ObjectRef<ImageRelease>>();
+    let owned = watcher::Config::default().labels(LABEL_RELEASE);
 
-    let release_controller = Controller::new(releases.clone(), watcher::Config::default())
-        .owns(jobs, watcher::Config::default().labels(LABEL_RELEASE));
-    let release_store = release_controller.store();
-    let by_core_build = release_store.clone();
-    let by_config_map = release_store.clone();
-    let release_run = release_controller
-        .watches_stream(core_build_events, move |cb: CoreBuild| {
-            releases_of(&by_core_build, &cb.namespace().unwrap_or_default(), &cb.name_any())
+    let releases = {
+        let (caches, ctx, rerun_release) = (caches.clone(), ctx.clone(), rerun_release.clone());
+        watcher(api::<ImageRelease>(client, scope), watcher::Config::default())
+            .default_backoff()
+            .map_ok(|e| e.modify(|r| trim_meta(&mut r.metadata)))
+            .inspect_ok(move |e| {
+                on_release_event(e, &caches, &ctx, &rerun_core_build, &rerun_release);
+                caches.releases.apply(e);
+                caches.follow(Cache::Releases, e);
+            })
+            .reflect(release_writer)
+            .applied_objects()
+    };
+    let core_builds = {
+        let caches = caches.clone();
+        watcher(api::<CoreBuild>(client, scope), watcher::Config::default())
+            .default_backoff()
+            .map_ok(|e| e.modify(|c| trim_meta(&mut c.metadata)))
+            .inspect_ok(move |e| {
+                on_core_build_event(e, &caches, &rerun_release);
+                caches.follow(Cache::CoreBuilds, e);
+            })
+            .reflect(core_build_writer)
+            .applied_objects()
+    };
+    let jobs = {
+        let caches = caches.clone();
+        watcher(api::<Job>(client, scope), owned.clone())
+            .default_backoff()
+            .map_ok(|e| e.modify(trim_job))
+            .inspect_ok(move |e| caches.follow(Cache::Jobs, e))
+            .reflect(job_writer)
+            .touched_objects()
+    };
+    let pods = {
+        let caches = caches.clone();
+        watcher(api::<Pod>(client, scope), owned.clone())
+            .default_backoff()
+            .map_ok(|e| e.modify(trim_pod))
+            .inspect_ok(move |e| {
+                caches.pods.apply(e);
+                caches.follow(Cache::Pods, e);
+            })
+            .reflect(pod_writer)
+            .touched_objects()
+    };
+    let snapshots = {
+        let caches = caches.clone();
+        watcher(api::<ConfigMap>(client, scope), owned)
+            .default_backoff()
+            .map_ok(|e| e.modify(|c| trim_meta(&mut c.metadata)))
+            .inspect_ok(move |e| caches.follow(Cache::Snapshots, e))
+            .reflect(snapshot_writer)
+            .touched_objects()
+    };
+    // Metadata only, of the other ConfigMaps: a release waiting for its blueprint
+    // ConfigMap starts when it appears.
+    let blueprints = watcher(
+        api::<PartialObjectMeta<ConfigMap>>(client, scope),
+        watcher::Config::default().labels(&format!("!{LABEL_RELEASE}")),
+    )
+    .default_backoff()
+    .touched_objects();
+    // Why a Job has no pod (refused by admission, a quota) is told only by these.
+    let failed_creates = {
+        let caches = caches.clone();
+        watcher(
+            api::<CoreEvent>(client, scope),
+            watcher::Config::default().fields("reason=FailedCreate,involvedObject.kind=Job"),
+        )
+        .default_backoff()
+        .map_ok(|e| e.modify(|e| trim_meta(&mut e.metadata)))
+        .inspect_ok(move |e| {
+            caches.failed_creates.apply(e);
+            caches.follow(Cache::FailedCreates, e);
         })
-        .watches_stream(config_map_events, move |cm| {
+        .reflect(event_writer)
+        .touched_objects()
+    };
+
+    let config = controller::Config::default().concurrency(settings.concurrency);
+    let of_pod = |pod: Pod| Some(ObjectRef::new(pod.labels().get(LABEL_RELEASE)?).within(&pod.namespace()?));
+    let of_snapshot = |cm: ConfigMap| Some(ObjectRef::new(cm.labels().get(LABEL_RELEASE)?).within(&cm.namespace()?));
+    let waiting_for_blueprint = {
+        let caches = caches.clone();
+        move |cm: PartialObjectMeta<ConfigMap>| {
             let ns = cm.namespace().unwrap_or_default();
             let name = cm.name_any();
-            core_build_store
+            caches
+                .core_builds
                 .state()
                 .into_iter()
                 .filter(|cb| cb.namespace().as_deref() == Some(ns.as_str()))
                 .filter(|cb| cb.spec.blueprint.config_map_ref.as_ref().is_some_and(|r| r.name == name))
-                .flat_map(|cb| releases_of(&by_config_map, &ns, &cb.name_any()))
+                .flat_map(|cb| caches.releases_of(&ns, &cb.name_any()))
+                .filter(|r| decide::wanted_attempt(r).1)
+                .map(|r| ObjectRef::from_obj(&*r))
                 .collect::<Vec<_>>()
-        })
-        .watches_stream(pod_events, |pod| {
-            let release = pod.labels().get(LABEL_RELEASE)?;
-            Some(ObjectRef::<ImageRelease>::new(release).within(&pod.namespace()?))
-        })
+        }
+    };
+    let of_failed_create = move |e: CoreEvent| {
+        let ns = e.namespace()?;
+        let job = job_store.get(&ObjectRef::new(e.involved_object.name.as_deref()?).within(&ns))?;
+        Some(ObjectRef::new(job.labels().get(LABEL_RELEASE)?).within(&ns))
+    };
+    let release_run = Controller::for_stream(releases, release_store.clone())
+        .with_config(config.clone())
+        .owns_stream(jobs)
+        .watches_stream(pods, of_pod)
+        .watches_stream(snapshots, of_snapshot)
+        .watches_stream(blueprints, waiting_for_blueprint)
+        .watches_stream(failed_creates, of_failed_create)
+        .reconcile_on(release_reruns)
         .graceful_shutdown_on(shutdown.clone())
         .run(release::reconcile, release::error_policy, ctx.clone())
         .for_each(|result| async move {
@@ -210,11 +326,9 @@ fn scope_controllers(
             }
         });
 
-    // Every change of a release re-runs its CoreBuild (counts, channels).
-    let core_build_run = Controller::new(core_builds, watcher::Config::default())
-        .watches(releases, watcher::Config::default(), |r: ImageRelease| {
-            Some(ObjectRef::<CoreBuild>::new(&r.spec.core_build).within(&r.namespace().unwrap_or_default()))
-        })
+    let core_build_run = Controller::for_stream(core_builds, core_build_store)
+        .with_config(config)
+        .reconcile_on(core_build_reruns)
         .graceful_shutdown_on(shutdown)
         .run(corebuild::reconcile, corebuild::error_policy, ctx)
         .for_each(|result| async move {
@@ -223,14 +337,59 @@ fn scope_controllers(
                 Err(e) => warn!(error = %e, "corebuild reconcile failed"),
             }
         });
-    (release_store, future::join(release_run, core_build_run).map(|_| ()).boxed())
+    (caches, future::join(release_run, core_build_run).map(|_| ()).boxed())
 }
 
-fn releases_of(store: &Store<ImageRelease>, namespace: &str, core_build: &str) -> Vec<ObjectRef<ImageRelease>> {
-    store
-        .state()
-        .into_iter()
-        .filter(|r| r.namespace().as_deref() == Some(namespace) && r.spec.core_build == core_build)
-        .map(|r| ObjectRef::from_obj(&*r))
-        .collect()
+/// Follows a release watch event (before the cache takes it in, so the cache still
+/// holds the release as it was): re-runs what depends on the change, and forgets a
+/// deleted release.
+fn on_release_event(
+    event: &watcher::Event<ImageRelease>,
+    caches: &Caches,
+    ctx: &release::Context,
+    rerun_core_build: &mpsc::UnboundedSender<ObjectRef<CoreBuild>>,
+    rerun_release: &mpsc::UnboundedSender<ObjectRef<ImageRelease>>,
+) {
+    let (new, deleted) = match event {
+        watcher::Event::Apply(r) | watcher::Event::InitApply(r) => (r, false),
+        watcher::Event::Delete(r) => (r, true),
+        watcher::Event::Init | watcher::Event::InitDone => return,
+    };
+    let ns = new.namespace().unwrap_or_default();
+    let old = caches.releases.store().get(&ObjectRef::from_obj(new));
+    let core_build = caches.core_build(&ns, &new.spec.core_build);
+    let max_supported =
+        core_build.as_ref().and_then(|cb| cb.spec.lifecycle.as_ref()).is_some_and(|l| l.max_supported.is_some());
+    let siblings = caches.releases_of(&ns, &new.spec.core_build);
+    let after = (!deleted).then_some(new);
+    let (rerun_its_core_build, others) = triggers::on_release(old.as_deref(), after, &siblings, max_supported);
+    if rerun_its_core_build {
+        let _ = rerun_core_build.unbounded_send(ObjectRef::new(&new.spec.core_build).within(&ns));
+    }
+    for r in others {
+        let _ = rerun_release.unbounded_send(r);
+    }
+    if deleted {
+        ctx.forget_release(new);
+    }
+}
+
+/// Follows a CoreBuild watch event (before the cache takes it in): re-runs the releases
+/// its change concerns.
+fn on_core_build_event(
+    event: &watcher::Event<CoreBuild>,
+    caches: &Caches,
+    rerun_release: &mpsc::UnboundedSender<ObjectRef<ImageRelease>>,
+) {
+    let (new, deleted) = match event {
+        watcher::Event::Apply(cb) | watcher::Event::InitApply(cb) => (cb, false),
+        watcher::Event::Delete(cb) => (cb, true),
+        watcher::Event::Init | watcher::Event::InitDone => return,
+    };
+    let ns = new.namespace().unwrap_or_default();
+    let old = caches.core_builds.get(&ObjectRef::from_obj(new));
+    let releases = caches.releases_of(&ns, &new.name_any());
+    for r in triggers::on_core_build(old.as_deref(), (!deleted).then_some(new), &releases) {
+        let _ = rerun_release.unbounded_send(r);
+    }
 }

@@ -1,15 +1,15 @@
-//! The reconcile edges for an ImageRelease: read what the decision needs, create the one
-//! child it asks for (read before create), write status with server-side apply when it
-//! changed, record events.
+//! The reconcile edges for an ImageRelease: read what the decision needs from the caches,
+//! create the children it asks for, write status with server-side apply when it changed
+//! (on the resourceVersion it was decided on), record events.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Event as CoreEvent, Pod};
+use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::ObjectRef;
@@ -18,12 +18,14 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use super::cache::{Caches, Expectations};
 use super::decide::{
-    CatalogError, Create, JobState, Observed, decide, staging_digest_to_check, status_changed, version_claimed_by,
+    Create, JobObservation, JobState, Observed, decide, staging_digest_to_check, status_changed, version_claimed_by,
     wanted_attempt, wants_publication, wants_tag_deletion,
 };
 use super::observe::{observe_job, refused_creation};
-use crate::api::{Catalog, CoreBuild, FIELD_MANAGER, ImageRelease, ImageReleaseStatus, Phase};
+use crate::api::{Catalog, CoreBuild, CoreBuildStatus, FIELD_MANAGER, ImageRelease, ImageReleaseStatus, Phase};
+use crate::catalog::{CatalogError, Registries};
 use crate::lifecycle::Sibling;
 use crate::privileges::{self, Privileges};
 use crate::registry::Registry;
@@ -78,36 +80,80 @@ impl Default for PodConfig {
     }
 }
 
-/// Shared state of the reconcilers.
+/// Shared state of the reconcilers of one scope (a namespace, or the cluster).
 pub struct Context {
-    client: Client,
+    pub(super) client: Client,
     recorder: Recorder,
     pods: PodConfig,
+    /// What the reconcilers read.
+    pub(super) caches: Caches,
+    /// Registry clients, shared by every scope.
+    pub(super) registries: Arc<Registries>,
     /// Consecutive failures per release, for exponential backoff.
     failures: Mutex<HashMap<ObjectRef<ImageRelease>, u32>>,
+    /// The statuses this controller wrote last, until the caches show them.
+    pub(super) releases_written: Expectations<ImageReleaseStatus>,
+    /// The same for CoreBuilds.
+    pub(super) core_builds_written: Expectations<CoreBuildStatus>,
+    /// When each CoreBuild's status was written last (see [`super::corebuild::COUNTS_INTERVAL`]).
+    core_build_writes: Mutex<HashMap<(String, String), Instant>>,
 }
 
 impl Context {
-    /// A context for `client`, recording events with `recorder`, creating pods by `pods`.
-    pub fn new(client: Client, recorder: Recorder, pods: PodConfig) -> Self {
-        Self { client, recorder, pods, failures: Mutex::default() }
+    /// A context for `client`, recording events with `recorder`, creating pods by `pods`,
+    /// reading from `caches`.
+    pub fn new(
+        client: Client,
+        recorder: Recorder,
+        pods: PodConfig,
+        caches: Caches,
+        registries: Arc<Registries>,
+    ) -> Self {
+        Self {
+            client,
+            recorder,
+            pods,
+            caches,
+            registries,
+            failures: Mutex::default(),
+            releases_written: Expectations::default(),
+            core_builds_written: Expectations::default(),
+            core_build_writes: Mutex::default(),
+        }
     }
 
-    /// The Kubernetes client.
-    pub fn client(&self) -> Client {
-        self.client.clone()
+    /// Records that CoreBuild `name`'s status was written now.
+    pub(super) fn counts_written(&self, ns: &str, name: &str) {
+        if let Ok(mut w) = self.core_build_writes.lock() {
+            w.retain(|_, at| at.elapsed() < super::corebuild::COUNTS_INTERVAL);
+            w.insert((ns.into(), name.into()), Instant::now());
+        }
+    }
+
+    /// How long ago CoreBuild `name`'s status was written, if recently.
+    pub(super) fn since_counts_written(&self, ns: &str, name: &str) -> Option<Duration> {
+        let w = self.core_build_writes.lock().ok()?;
+        w.get(&(ns.to_string(), name.to_string())).map(|at| at.elapsed())
+    }
+
+    /// Forgets what is kept about a release that was deleted.
+    pub fn forget_release(&self, release: &ImageRelease) {
+        let ns = release.namespace().unwrap_or_default();
+        self.releases_written.forget(&ns, &release.name_any());
+        self.failures.lock().map(|mut f| f.remove(&ObjectRef::from_obj(release))).ok();
+    }
+
+    /// How many releases the backoff counts failures for (for tests).
+    pub fn failing_releases(&self) -> usize {
+        self.failures.lock().map(|f| f.len()).unwrap_or_default()
     }
 }
 
-/// Creates `obj` unless an object of that name exists already.
-async fn create_if_absent<K>(api: &Api<K>, obj: &K) -> Result<bool, Error>
+/// Creates `obj`; whether it was created (false: it existed already, by its name).
+async fn create<K>(api: &Api<K>, obj: &K) -> Result<bool, Error>
 where
     K: Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
 {
-    let name = obj.meta().name.clone().unwrap_or_default();
-    if api.get_opt(&name).await?.is_some() {
-        return Ok(false);
-    }
     match api.create(&PostParams::default(), obj).await {
         Ok(_) => Ok(true),
         Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
@@ -115,14 +161,16 @@ where
     }
 }
 
-/// Resolves the Containerfile of a live CoreBuild.
-async fn blueprint(cms: &Api<ConfigMap>, cb: &CoreBuild) -> Result<Result<String, String>, Error> {
+/// Resolves the Containerfile of a live CoreBuild. A blueprint ConfigMap is read from the
+/// API server: once per attempt, so it is not worth a cache of every ConfigMap.
+async fn blueprint(client: &Client, ns: &str, cb: &CoreBuild) -> Result<Result<String, String>, Error> {
     if let Some(text) = &cb.spec.blueprint.containerfile {
         return Ok(Ok(text.clone()));
     }
     let Some(r) = &cb.spec.blueprint.config_map_ref else {
         return Ok(Err("the CoreBuild's blueprint names neither a containerfile nor a configMapRef".into()));
     };
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
     Ok(match cms.get_opt(&r.name).await? {
         None => Err(format!("blueprint ConfigMap {} does not exist", r.name)),
         Some(cm) => match cm.data.as_ref().and_then(|d| d.get(&r.key)) {
@@ -132,85 +180,74 @@ async fn blueprint(cms: &Api<ConfigMap>, cb: &CoreBuild) -> Result<Result<String
     })
 }
 
-async fn observe_job_named(
-    client: &Client,
-    ns: &str,
-    name: &str,
-) -> Result<Option<super::decide::JobObservation>, Error> {
-    let Some(job) = Api::<Job>::namespaced(client.clone(), ns).get_opt(name).await? else { return Ok(None) };
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    // The pods carry the result of a finished Job, and why a running one does not start.
-    let pod_list =
-        pods.list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={name}"))).await?.items;
-    let mut observation = observe_job(&job, &pod_list);
+/// A Job of the release and what its pods (and, when it has none, its `FailedCreate`
+/// events) say, from the caches.
+fn observe_job_named(caches: &Caches, ns: &str, name: &str) -> Option<JobObservation> {
+    let job = caches.job(ns, name)?;
+    let mut observation = observe_job(&job, &caches.pods_of(ns, name));
     if observation.state == JobState::Running && !observation.has_pod {
         // A pod refused at creation (Pod Security admission, a quota) exists only as the
         // Job controller's FailedCreate event.
         let uid = job.metadata.uid.clone().unwrap_or_default();
-        let selector = format!("involvedObject.kind=Job,involvedObject.uid={uid},reason=FailedCreate");
-        let events: Api<CoreEvent> = Api::namespaced(client.clone(), ns);
-        observation.blocked = refused_creation(&events.list(&ListParams::default().fields(&selector)).await?.items);
+        observation.blocked = refused_creation(&caches.failed_creates_of(ns, name, &uid));
     }
-    Ok(Some(observation))
-}
-
-/// The releases of CoreBuild `core_build` in `ns`, read fresh from the API server.
-pub(super) async fn releases_of(client: &Client, ns: &str, core_build: &str) -> Result<Vec<ImageRelease>, Error> {
-    let all: Api<ImageRelease> = Api::namespaced(client.clone(), ns);
-    Ok(all.list(&ListParams::default()).await?.items.into_iter().filter(|r| r.spec.core_build == core_build).collect())
+    Some(observation)
 }
 
 /// Runs `op` against the catalog's registry (with the credentials of its Secret), or says
 /// why the registry cannot be used. The outer error is the API server's.
 async fn with_registry<T, F, Fut>(
-    client: &Client,
+    registries: &Registries,
     ns: &str,
     catalog: &Catalog,
     op: F,
 ) -> Result<Result<T, CatalogError>, Error>
 where
-    F: FnOnce(Registry) -> Fut,
+    F: FnOnce(Arc<Registry>) -> Fut,
     Fut: Future<Output = Result<T, CatalogError>>,
 {
-    Ok(match catalog::registry(client, ns, catalog).await? {
+    Ok(match registries.get(ns, catalog).await? {
         Ok(registry) => op(registry).await,
         Err(e) => Err(e),
     })
 }
 
-/// Gathers what [`decide`] needs for `release`.
-async fn observe(client: &Client, pods: &PodConfig, ns: &str, release: &ImageRelease) -> Result<Observed, Error> {
+/// Gathers what [`decide`] needs for `release`, from the caches (and the registry, when
+/// the phase needs it).
+async fn observe(ctx: &Context, ns: &str, release: &ImageRelease) -> Result<Observed, Error> {
+    let caches = &ctx.caches;
     let name = release.name_any();
-    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
     let (attempt, starting) = wanted_attempt(release);
     let mut observed = Observed::default();
-    match cms.get_opt(&names::snapshot(&name, attempt)).await? {
+    match caches.snapshot(ns, &names::snapshot(&name, attempt)) {
         Some(cm) => {
             observed.snapshot = Some(Snapshot::from_config_map(&cm));
             observed.snapshot_stored = true;
         }
         None if starting => {
-            let others = releases_of(client, ns, &release.spec.core_build).await?;
+            let others: Vec<ImageRelease> =
+                caches.releases_of(ns, &release.spec.core_build).iter().map(|r| (**r).clone()).collect();
             observed.version_claimed_by = version_claimed_by(release, &others).map(String::from);
             if observed.version_claimed_by.is_some() {
-                // Deleting the owner changes the CoreBuild's release counts; that status
-                // write re-runs every release of the CoreBuild, this one included.
+                // Deleting the owner re-runs the releases waiting for its version.
                 return Ok(observed);
             }
-            let cbs: Api<CoreBuild> = Api::namespaced(client.clone(), ns);
-            if let Some(cb) = cbs.get_opt(&release.spec.core_build).await? {
+            if let Some(cb) = caches.core_build(ns, &release.spec.core_build) {
                 observed.core_build_exists = true;
-                let text = blueprint(&cms, &cb).await?;
+                let text = blueprint(&ctx.client, ns, &cb).await?;
                 if let Ok(containerfile) = &text {
-                    observed.snapshot = Some(Ok(Snapshot {
+                    let snap = Snapshot {
                         name: names::snapshot(&name, attempt),
                         attempt,
                         core_build_generation: cb.metadata.generation.unwrap_or_default(),
                         spec: cb.spec.clone(),
                         containerfile: containerfile.clone(),
-                        builder_image: jobs::builder_image(&cb.spec, &pods.builder_image).to_string(),
-                        user_namespace: pods.user_namespaced_builders,
-                    }));
+                        builder_image: jobs::builder_image(&cb.spec, &ctx.pods.builder_image).to_string(),
+                        user_namespace: ctx.pods.user_namespaced_builders,
+                    };
+                    observed.privileges_refused =
+                        privileges::refusal(&snap.spec, &ctx.pods.privileges, snap.user_namespace);
+                    observed.snapshot = Some(Ok(snap));
                 }
                 observed.blueprint = Some(text);
             }
@@ -218,64 +255,59 @@ async fn observe(client: &Client, pods: &PodConfig, ns: &str, release: &ImageRel
         }
         None => {}
     }
-    observed.build_job = observe_job_named(client, ns, &names::build_job(&name, attempt)).await?;
-    observed.test_job = observe_job_named(client, ns, &names::test_job(&name, attempt)).await?;
+    observed.build_job = observe_job_named(caches, ns, &names::build_job(&name, attempt));
+    observed.test_job = observe_job_named(caches, ns, &names::test_job(&name, attempt));
 
     let Some(Ok(snap)) = &observed.snapshot else { return Ok(observed) };
-    observed.privileges_refused = privileges::refusal(&snap.spec, &pods.privileges, snap.user_namespace);
+    observed.privileges_refused = privileges::refusal(&snap.spec, &ctx.pods.privileges, snap.user_namespace);
     let catalog = &snap.spec.catalog;
     if let Some(digest) = staging_digest_to_check(release, observed.build_job.as_ref()) {
         let reference = format!("{}@{digest}", catalog.staging_repository);
-        observed.staging_check =
-            Some(with_registry(client, ns, catalog, |r| async move { Ok(r.image_config(&reference).await?) }).await?);
+        observed.staging_check = Some(
+            with_registry(&ctx.registries, ns, catalog, |r| async move { Ok(r.image_config(&reference).await?) })
+                .await?,
+        );
     }
     let phase = release.status.as_ref().and_then(|s| s.phase);
     let mut shared_digest = false;
     if matches!(phase, Some(Phase::Verified | Phase::Published | Phase::Deprecated | Phase::Retired)) {
-        let mut others = releases_of(client, ns, &release.spec.core_build).await?;
+        let mut others = caches.releases_of(ns, &release.spec.core_build);
         others.retain(|r| r.metadata.name != release.metadata.name);
         let digest = release.status.as_ref().and_then(|s| s.digest.clone());
         shared_digest = others.iter().any(|r| {
             let st = r.status.as_ref();
             st.and_then(|s| s.digest.clone()) == digest && st.and_then(|s| s.phase) != Some(Phase::Retired)
         });
-        observed.siblings = others.iter().filter_map(Sibling::of).collect();
+        observed.siblings = others.iter().filter_map(|r| Sibling::of(r)).collect();
     }
     if wants_publication(release, &observed.siblings)
         && let Some(digest) = release.status.as_ref().and_then(|s| s.digest.clone())
     {
         let version = &release.spec.version;
         observed.publication = Some(
-            with_registry(
-                client,
-                ns,
-                catalog,
-                |r| async move { catalog::publish(&r, catalog, &digest, version).await },
-            )
+            with_registry(&ctx.registries, ns, catalog, |r| async move {
+                catalog::publish(&r, catalog, &digest, version).await
+            })
             .await?,
         );
     }
     let published = observed.publication.as_ref().is_some_and(|p| p.is_ok())
         || matches!(phase, Some(Phase::Published | Phase::Deprecated | Phase::Retired));
-    if published {
-        let cbs: Api<CoreBuild> = Api::namespaced(client.clone(), ns);
-        if let Some(cb) = cbs.get_opt(&release.spec.core_build).await? {
-            observed.policy = cb.spec.lifecycle.clone();
-            observed.channels = cb
-                .status
-                .map(|s| s.channels)
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|c| c.version == release.spec.version)
-                .map(|c| c.name)
-                .collect();
-        }
+    if published && let Some(cb) = caches.core_build(ns, &release.spec.core_build) {
+        observed.policy = cb.spec.lifecycle.clone();
+        observed.channels = cb
+            .status
+            .iter()
+            .flat_map(|s| s.channels.iter())
+            .filter(|c| c.version == release.spec.version)
+            .map(|c| c.name.clone())
+            .collect();
     }
     if wants_tag_deletion(release, observed.policy.as_ref(), shared_digest)
         && let Some(digest) = release.status.as_ref().and_then(|s| s.digest.clone())
     {
         observed.tag_deletion = Some(
-            with_registry(client, ns, catalog, |r| async move {
+            with_registry(&ctx.registries, ns, catalog, |r| async move {
                 Ok(r.delete_manifest(&catalog.repository, &digest).await?)
             })
             .await?,
@@ -284,15 +316,38 @@ async fn observe(client: &Client, pods: &PodConfig, ns: &str, release: &ImageRel
     Ok(observed)
 }
 
-async fn patch_status(api: &Api<ImageRelease>, name: &str, status: &ImageReleaseStatus) -> Result<(), Error> {
+/// Writes `status` with server-side apply, on the condition that the release is still
+/// at `resource_version` (the one the status was decided on): `Ok(None)` when it is not,
+/// else the release as written.
+pub(super) async fn apply_status<K, S>(
+    api: &Api<K>,
+    name: &str,
+    resource_version: Option<&str>,
+    status: &S,
+) -> Result<Option<K>, Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    S: Serialize,
+{
     let patch = serde_json::json!({
-        "apiVersion": "coreforge.dev/v1alpha1",
-        "kind": "ImageRelease",
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "metadata": {"resourceVersion": resource_version},
         "status": status,
     });
-    api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
-    Ok(())
+    match api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await {
+        Ok(obj) => Ok(Some(obj)),
+        // Changed since it was read: the watch brings the new version, which re-runs it.
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(None),
+        // Deleted meanwhile.
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
+
+/// How long a reconcile that found the cache behind its own last write (or lost a write
+/// to a newer version) waits at most for the watch to bring the news.
+const STALE_RETRY: Duration = Duration::from_secs(5);
 
 /// Reconciles one ImageRelease.
 pub async fn reconcile(release: Arc<ImageRelease>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -301,17 +356,21 @@ pub async fn reconcile(release: Arc<ImageRelease>, ctx: Arc<Context>) -> Result<
     let name = release.name_any();
     let span = info_span!("reconcile", namespace = %ns, name = %name);
     async move {
-        // The cache says only *that* something changed, and may be behind: a CoreBuild or Job
-        // event can arrive before the event of this release's own last status write. Decide
-        // on a fresh read, so nothing (publishing a tag, deleting one) acts on an old phase.
-        let api: Api<ImageRelease> = Api::namespaced(ctx.client.clone(), &ns);
-        let Some(release) = api.get_opt(&name).await? else { return Ok(Action::await_change()) };
         if release.metadata.deletion_timestamp.is_some() {
             // Jobs and ConfigMaps go with it through their owner references.
             return Ok(Action::await_change());
         }
+        ctx.caches.ready().await;
+        // The cache may be behind this controller's own last write (a Job event can come
+        // before the event of that write): never decide on an older phase than the one
+        // written last.
+        let rv = release.metadata.resource_version.as_deref();
+        if !ctx.releases_written.met(&ns, &name, rv, release.status.as_ref()) {
+            debug!("the cache is behind the last status written; waiting for it");
+            return Ok(Action::requeue(STALE_RETRY));
+        }
         let action = reconcile_once(&release, &ctx, &ns, &name).await?;
-        ctx.failures.lock().map(|mut f| f.remove(&ObjectRef::from_obj(&release))).ok();
+        ctx.failures.lock().map(|mut f| f.remove(&ObjectRef::from_obj(&*release))).ok();
         Ok(action)
     }
     .instrument(span)
@@ -320,41 +379,47 @@ pub async fn reconcile(release: Arc<ImageRelease>, ctx: Arc<Context>) -> Result<
 
 async fn reconcile_once(release: &ImageRelease, ctx: &Context, ns: &str, name: &str) -> Result<Action, Error> {
     let client = &ctx.client;
-    let observed = observe(client, &ctx.pods, ns, release).await?;
+    let observed = observe(ctx, ns, release).await?;
     let now = Time(jiff::Timestamp::now());
     let decision = decide(release, &observed, &now);
 
-    let mut requeue = decision.requeue_after;
-    match &decision.create {
-        Some(Create::Snapshot(snap)) => {
-            let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-            if create_if_absent(&cms, &snap.to_config_map(release)).await? {
+    for child in &decision.create {
+        match child {
+            Create::Snapshot(snap) => {
+                let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+                if !create(&cms, &snap.to_config_map(release)).await? {
+                    // Taken by an earlier run, maybe from another CoreBuild generation: the
+                    // attempt starts from the stored one, which its watch event brings.
+                    info!(snapshot = %snap.name, "snapshot exists already; starting from it");
+                    return Ok(Action::requeue(STALE_RETRY));
+                }
                 info!(snapshot = %snap.name, "snapshot created");
             }
-            // The attempt starts from the stored snapshot: look again right away.
-            requeue = Some(Duration::ZERO);
-        }
-        Some(Create::BuildJob(snap)) => {
-            let api: Api<Job> = Api::namespaced(client.clone(), ns);
-            let job = jobs::build_job(release, snap);
-            if create_if_absent(&api, &job).await? {
-                info!(job = %job.name_any(), "build Job created");
+            Create::BuildJob(snap) => {
+                let job = jobs::build_job(release, snap);
+                if create(&Api::<Job>::namespaced(client.clone(), ns), &job).await? {
+                    info!(job = %job.name_any(), "build Job created");
+                }
+            }
+            Create::TestJob(snap, image) => {
+                let user = decision.status.image_config.as_ref().and_then(|c| c.user.as_deref());
+                let job = jobs::test_job(release, snap, image, user);
+                if create(&Api::<Job>::namespaced(client.clone(), ns), &job).await? {
+                    info!(job = %job.name_any(), "test Job created");
+                }
             }
         }
-        Some(Create::TestJob(snap, image)) => {
-            let api: Api<Job> = Api::namespaced(client.clone(), ns);
-            let user = decision.status.image_config.as_ref().and_then(|c| c.user.as_deref());
-            let job = jobs::test_job(release, snap, image, user);
-            if create_if_absent(&api, &job).await? {
-                info!(job = %job.name_any(), "test Job created");
-            }
-        }
-        None => {}
     }
 
+    let requeue = decision.requeue_after;
     if status_changed(release.status.as_ref(), &decision.status) {
         let api: Api<ImageRelease> = Api::namespaced(client.clone(), ns);
-        patch_status(&api, name, &decision.status).await?;
+        let rv = release.metadata.resource_version.as_deref();
+        let Some(written) = apply_status(&api, name, rv, &decision.status).await? else {
+            debug!("the release changed since it was read; deciding again on the new version");
+            return Ok(Action::requeue(STALE_RETRY));
+        };
+        ctx.releases_written.wrote(ns, name, written.metadata.resource_version.clone(), written.status.clone());
         let old = release.status.as_ref().and_then(|s| s.phase);
         if old != decision.status.phase {
             info!(from = ?old, to = ?decision.status.phase, "phase changed");
@@ -420,7 +485,7 @@ fn record_metrics(release: &ImageRelease, new: &ImageReleaseStatus) {
     }
 }
 
-/// Backs off exponentially per release on errors: 1 s, 2 s, 4 s … up to 5 minutes.
+/// Backs off exponentially per release on errors: 1 s, 2 s, 4 s … up to 256 s.
 pub fn error_policy(release: Arc<ImageRelease>, error: &Error, ctx: Arc<Context>) -> Action {
     let n = ctx
         .failures

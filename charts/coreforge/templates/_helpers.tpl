@@ -135,12 +135,12 @@ kinds.
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
-# The same for clients that still write core/v1 Events. list: a Job whose pod
-# was refused at creation (Pod Security admission, a quota) says so only in its
-# FailedCreate events, which the controller reads to name the cause.
+# The same for clients that still write core/v1 Events. list and watch: a Job
+# whose pod was refused at creation (Pod Security admission, a quota) says so only
+# in its FailedCreate events, which the controller watches to name the cause.
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch", "list"]
+  verbs: ["create", "patch", "list", "watch"]
 # Reads the registry credentials Secret a CoreBuild names (catalog.credentialsSecret)
 # to publish releases: copy the verified image into the catalog and move its tags.
 # get only: the names come from CoreBuilds and are not known when this is installed,
