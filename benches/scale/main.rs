@@ -72,7 +72,9 @@ impl Settings {
         let idle = var("BENCH_IDLE_SECONDS").map(|v| number("BENCH_IDLE_SECONDS", &v)).transpose()?.unwrap_or(60);
         let timeout = var("BENCH_TIMEOUT_SECONDS").map(|v| number("BENCH_TIMEOUT_SECONDS", &v)).transpose()?;
         if sizes.is_empty() || sizes.contains(&0) || core_builds == 0 {
-            bail!("BENCH_N needs at least one number of releases, each and BENCH_COREBUILDS at least 1");
+            bail!(
+                "BENCH_N must list at least one number of releases, none of them 0, and BENCH_COREBUILDS be at least 1"
+            );
         }
         Ok(Settings {
             sizes,
