@@ -2,7 +2,7 @@
 SHELL := /usr/bin/env bash
 CARGO ?= cargo
 
-.PHONY: help demo demo-stop test build crds fmt lint cluster-up cluster-down cluster-status cluster-env
+.PHONY: help demo demo-stop test bench build crds fmt lint cluster-up cluster-down cluster-status cluster-env
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -15,6 +15,9 @@ demo-stop: ## Stop the demo's controller and the local environment
 
 test: ## Run every test: lint, unit, and integration/e2e on the local environment
 	tests/run.sh
+
+bench: ## Measure coreforge at scale against a floor (BENCH_N="100 1000"); table in target/bench/
+	tests/bench.sh
 
 build: ## Build the coreforge binary
 	$(CARGO) build --locked
