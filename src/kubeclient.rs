@@ -1,26 +1,34 @@
 //! The controller's Kubernetes client: every request counted by verb and resource
-//! (`coreforge_kube_requests_total`), and all of them held to a client-side rate limit,
-//! so that a burst of work never crowds the API server's other clients out.
+//! (`coreforge_kube_requests_total`), and all of them held to a client-side rate limit
+//! (a token bucket, as client-go's), so that a burst of work never crowds the API
+//! server's other clients out.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use http::{Method, Request};
 use kube::client::{Body, ClientBuilder};
 use kube::{Client, Config};
-use tower::limit::RateLimitLayer;
+use tokio::time::{Instant, Sleep};
 use tower::util::MapRequestLayer;
+use tower::{Layer, Service};
 
 use crate::metrics::METRICS;
 
 /// Default of `--kube-api-qps`.
-pub const DEFAULT_QPS: u64 = 50;
+pub const DEFAULT_QPS: u32 = 100;
+/// Default of `--kube-api-burst`.
+pub const DEFAULT_BURST: u32 = 200;
 
-/// A client for `config` sending at most `qps` requests per second (watches included:
-/// a watch is one request however long it lasts).
-pub fn build(config: Config, qps: u64) -> kube::Result<Client> {
+/// A client for `config` sending on average at most `qps` requests per second, and at
+/// most `burst` at once after a quiet spell (watches included: a watch is one request
+/// however long it lasts).
+pub fn build(config: Config, qps: u32, burst: u32) -> kube::Result<Client> {
     Ok(ClientBuilder::try_from(config)?
         .with_layer(&MapRequestLayer::new(count))
-        .with_layer(&RateLimitLayer::new(qps.max(1), Duration::from_secs(1)))
+        .with_layer(&ThrottleLayer { qps, burst })
         .build())
 }
 
@@ -34,6 +42,85 @@ fn count(req: Request<Body>) -> Request<Body> {
     let (verb, resource) = classify(req.method(), req.uri().path(), req.uri().query().unwrap_or_default());
     METRICS.kube_requests.with_label_values(&[verb, &resource]).inc();
     req
+}
+
+/// Holds requests to a token bucket.
+struct ThrottleLayer {
+    qps: u32,
+    burst: u32,
+}
+
+impl<S> Layer<S> for ThrottleLayer {
+    type Service = Throttle<S>;
+
+    fn layer(&self, inner: S) -> Throttle<S> {
+        Throttle { inner, bucket: Bucket::new(self.qps, self.burst, Instant::now()), wait: None, permitted: false }
+    }
+}
+
+/// A service ready only when the bucket gave it a token. The client calls it from one
+/// task, in order, so requests leave first come, first served.
+struct Throttle<S> {
+    inner: S,
+    bucket: Bucket,
+    wait: Option<Pin<Box<Sleep>>>,
+    permitted: bool,
+}
+
+impl<S, R> Service<R> for Throttle<S>
+where
+    S: Service<R>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        while !self.permitted {
+            if let Some(wait) = self.wait.as_mut() {
+                ready!(wait.as_mut().poll(cx));
+                self.wait = None;
+            }
+            match self.bucket.take(Instant::now()) {
+                None => self.permitted = true,
+                Some(after) => self.wait = Some(Box::pin(tokio::time::sleep(after))),
+            }
+        }
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: R) -> Self::Future {
+        self.permitted = false;
+        self.inner.call(req)
+    }
+}
+
+/// `burst` tokens, refilled at `rate` per second.
+struct Bucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn new(qps: u32, burst: u32, now: Instant) -> Self {
+        let burst = f64::from(burst.max(1));
+        Self { rate: f64::from(qps.max(1)), burst, tokens: burst, at: now }
+    }
+
+    /// Takes a token, or says how long until there is one.
+    fn take(&mut self, now: Instant) -> Option<Duration> {
+        let refill = now.saturating_duration_since(self.at).as_secs_f64() * self.rate;
+        self.tokens = (self.tokens + refill).min(self.burst);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            None
+        } else {
+            Some(Duration::from_secs_f64((1.0 - self.tokens) / self.rate))
+        }
+    }
 }
 
 /// The Kubernetes verb and resource (`jobs`, `imagereleases/status`) of a request.
@@ -74,6 +161,20 @@ pub fn classify(method: &Method, path: &str, query: &str) -> (&'static str, Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bucket_lets_a_burst_through_then_the_rate() {
+        let start = Instant::now();
+        let mut b = Bucket::new(10, 3, start);
+        assert_eq!((b.take(start), b.take(start), b.take(start)), (None, None, None), "the burst");
+        let wait = b.take(start).expect("the bucket is empty");
+        assert!((wait.as_secs_f64() - 0.1).abs() < 1e-9, "one token takes 1/qps: {wait:?}");
+        assert_eq!(b.take(start + Duration::from_millis(100)), None, "refilled");
+        // A long quiet spell refills up to the burst, no more.
+        let later = start + Duration::from_secs(60);
+        assert_eq!((b.take(later), b.take(later), b.take(later)), (None, None, None));
+        assert!(b.take(later).is_some());
+    }
 
     #[test]
     fn requests_are_named_by_verb_and_resource() {

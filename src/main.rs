@@ -55,10 +55,13 @@ enum Command {
         /// CoreBuilds).
         #[arg(long, env = "COREFORGE_MAX_CONCURRENT_RECONCILES", default_value_t = coreforge::controller::DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u16).range(1..))]
         max_concurrent_reconciles: u16,
-        /// At most this many requests per second to the Kubernetes API server (watches
-        /// included), so that a burst of releases never crowds its other clients out.
-        #[arg(long, env = "COREFORGE_KUBE_API_QPS", default_value_t = coreforge::kubeclient::DEFAULT_QPS, value_parser = clap::value_parser!(u64).range(1..))]
-        kube_api_qps: u64,
+        /// At most this many requests per second, on average, to the Kubernetes API server
+        /// (watches included), so that a burst of releases never crowds its other clients out.
+        #[arg(long, env = "COREFORGE_KUBE_API_QPS", default_value_t = coreforge::kubeclient::DEFAULT_QPS, value_parser = clap::value_parser!(u32).range(1..))]
+        kube_api_qps: u32,
+        /// At most this many requests at once after a quiet spell, above `--kube-api-qps`.
+        #[arg(long, env = "COREFORGE_KUBE_API_BURST", default_value_t = coreforge::kubeclient::DEFAULT_BURST, value_parser = clap::value_parser!(u32).range(1..))]
+        kube_api_burst: u32,
         /// Log format.
         #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "COREFORGE_LOG_FORMAT")]
         log_format: LogFormat,
@@ -90,6 +93,7 @@ fn main() -> anyhow::Result<()> {
             user_namespaced_builders,
             max_concurrent_reconciles,
             kube_api_qps,
+            kube_api_burst,
         } => {
             coreforge::telemetry::init(log_format);
             let runtime = tokio::runtime::Runtime::new()?;
@@ -102,7 +106,7 @@ fn main() -> anyhow::Result<()> {
                 // Names every request in audit logs and apiserver metrics as ours, and whose.
                 let agent = format!("coreforge/{} ({identity})", env!("CARGO_PKG_VERSION"));
                 config.headers.push((http::header::USER_AGENT, http::HeaderValue::from_str(&agent)?));
-                let client = coreforge::kubeclient::build(config.clone(), kube_api_qps)?;
+                let client = coreforge::kubeclient::build(config.clone(), kube_api_qps, kube_api_burst)?;
                 let lease_client = coreforge::kubeclient::build_unlimited(config)?;
                 let election = leader_elect.then(|| coreforge::leader::Election {
                     lease_name,

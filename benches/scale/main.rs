@@ -101,7 +101,13 @@ impl Settings {
         if let Some(t) = self.timeout {
             command.push_str(&format!(" BENCH_TIMEOUT_SECONDS={}", t.as_secs()));
         }
-        command + " make bench"
+        // The controller takes its settings from the environment too (`COREFORGE_KUBE_API_QPS`…).
+        let mut controller: Vec<String> = std::env::vars()
+            .filter(|(k, _)| k.starts_with("COREFORGE_") && k != "COREFORGE_CLUSTER_DIR")
+            .map(|(k, v)| format!(" {k}={v}"))
+            .collect();
+        controller.sort();
+        command + &controller.concat() + " make bench"
     }
 }
 

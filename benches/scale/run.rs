@@ -32,6 +32,9 @@ pub struct Run {
     pub wall_seconds: f64,
     /// How long `kubectl apply` took.
     pub apply_seconds: f64,
+    /// Last release seen Published → every CoreBuild counting all its releases as
+    /// Published (its status and channels are written at most every few seconds).
+    pub settle_seconds: f64,
     /// Per release: its creation → its build Job's creation (audit log, µs).
     pub to_build_job_seconds: Vec<f64>,
     /// Per release: `creationTimestamp` → `status.publishedAt` (both whole seconds).
@@ -55,7 +58,7 @@ pub struct Run {
     pub log: PathBuf,
 }
 
-/// The idle window: every release Published, nothing left to do.
+/// The idle window: every release Published and counted so, nothing left to do.
 #[derive(Serialize)]
 pub struct Idle {
     pub seconds: f64,
@@ -304,11 +307,38 @@ pub async fn run(client: &Client, settings: &Settings, workload: &Workload, time
         )
     )?;
     let wall = start.elapsed();
+    // Settled: every CoreBuild counts its releases Published.
+    let mut expected = std::collections::HashMap::<String, i32>::new();
+    for r in &workload.releases {
+        *expected.entry(r["spec"]["coreBuild"].as_str().unwrap_or_default().to_string()).or_default() += 1;
+    }
+    let counted = |cb: &CoreBuild| {
+        let published = cb.status.as_ref().and_then(|s| s.releases.as_ref()).map(|r| r.published);
+        published.is_some_and(|p| expected.get(&cb.name_any()) == Some(&p))
+    };
+    watch_until(
+        &cbs,
+        &mut controller,
+        Instant::now() + Duration::from_secs(120),
+        |seen| seen.len() == c && seen.values().all(counted),
+        |_| None,
+        |seen| {
+            let behind = c - seen.values().filter(|cb| counted(cb)).count();
+            format!("{behind} of {c} CoreBuilds do not count all their releases Published")
+        },
+    )
+    .await?;
+    let settle = start.elapsed() - wall;
     let idle_from = Timestamp::now();
     let requests_after = measure::apiserver_requests(client).await?;
     let controller_after = controller.requests().await?;
     let usage = controller.usage()?;
-    eprintln!("   all {n} Published in {:.1} s; idle for {} s", wall.as_secs_f64(), settings.idle.as_secs());
+    eprintln!(
+        "   all {n} Published in {:.1} s, counted so {:.1} s later; idle for {} s",
+        wall.as_secs_f64(),
+        settle.as_secs_f64(),
+        settings.idle.as_secs()
+    );
 
     tokio::select! {
         _ = tokio::time::sleep(settings.idle) => {}
@@ -336,6 +366,7 @@ pub async fn run(client: &Client, settings: &Settings, workload: &Workload, time
     Ok(Run {
         wall_seconds: wall.as_secs_f64(),
         apply_seconds: apply_time.as_secs_f64(),
+        settle_seconds: settle.as_secs_f64(),
         to_build_job_seconds: to_build_job(&releases, &job_list.items, &audit),
         to_published_seconds: releases
             .values()

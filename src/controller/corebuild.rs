@@ -5,8 +5,11 @@
 //! statuses: a release whose phase, version or digest changes re-runs this (the release
 //! watch maps to its CoreBuild), and the tags converge whatever happened in between.
 //!
-//! Counts alone are written at most every [`COUNTS_INTERVAL`]: while hundreds of releases
-//! move, a CoreBuild's status is a summary, not a second copy of every transition.
+//! While its spec stands, a CoreBuild's status is written (and its channels moved) at most
+//! every [`STATUS_INTERVAL`]: the first change after a quiet spell at once, the ones
+//! after it together at the end of the interval. While hundreds of releases move, the
+//! status is a summary, not a second copy of every transition, and a channel passes over
+//! the releases superseded within the interval instead of visiting each.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,9 +26,8 @@ use crate::api::{
 use crate::catalog::{self, Candidate};
 use crate::metrics::ReconcileTimer;
 
-/// The shortest time between two status writes of a CoreBuild that change only its
-/// release counts.
-pub const COUNTS_INTERVAL: Duration = Duration::from_secs(5);
+/// The shortest time between two status writes of a CoreBuild whose spec did not change.
+pub const STATUS_INTERVAL: Duration = Duration::from_secs(5);
 
 fn counts(releases: &[Arc<ImageRelease>]) -> ReleaseCounts {
     let mut c = ReleaseCounts { total: releases.len() as i32, ..Default::default() };
@@ -54,6 +56,11 @@ pub async fn reconcile(cb: Arc<CoreBuild>, ctx: Arc<Context>) -> Result<Action, 
         if !ctx.core_builds_written.met(&ns, &name, cb.metadata.resource_version.as_deref(), cb.status.as_ref()) {
             debug!("the cache is behind the last status written; waiting for it");
             return Ok(Action::requeue(Duration::from_secs(5)));
+        }
+        let spec_observed = cb.status.as_ref().and_then(|s| s.observed_generation) == cb.metadata.generation;
+        if spec_observed && let Some(wait) = last_write_wait(&ctx, &ns, &name) {
+            debug!("status written less than {STATUS_INTERVAL:?} ago; looking again in {wait:?}");
+            return Ok(Action::requeue(wait));
         }
         let releases = ctx.caches.releases_of(&ns, &name);
         let candidates: Vec<Candidate> = releases
@@ -128,30 +135,17 @@ pub async fn reconcile(cb: Arc<CoreBuild>, ctx: Arc<Context>) -> Result<Action, 
         let (s_reason, s_msg) = if stalled { (reason.as_str(), message.as_str()) } else { ("NotStalled", "") };
         set_condition(&mut st.conditions, STALLED, Some(stalled), s_reason, s_msg, generation, &now);
 
-        let mut requeue = problem.as_ref().map(|_| Duration::from_secs(15));
+        let requeue = problem.as_ref().map(|_| Duration::from_secs(15));
         if cb.status.as_ref() != Some(&st) {
-            let counts_only = {
-                let mut same = old.clone();
-                same.releases = st.releases.clone();
-                same == st
-            };
-            match last_write_wait(&ctx, &ns, &name) {
-                Some(wait) if counts_only => {
-                    debug!("only counts changed; written with the next change or in {wait:?}");
-                    requeue = Some(requeue.map_or(wait, |r| r.min(wait)));
+            let api: Api<CoreBuild> = Api::namespaced(client.clone(), &ns);
+            let rv = cb.metadata.resource_version.as_deref();
+            match apply_status(&api, &name, rv, &st).await? {
+                Some(written) => {
+                    let rv = written.metadata.resource_version.clone();
+                    ctx.core_builds_written.wrote(&ns, &name, rv, written.status.clone());
+                    ctx.status_written(&ns, &name);
                 }
-                _ => {
-                    let api: Api<CoreBuild> = Api::namespaced(client.clone(), &ns);
-                    let rv = cb.metadata.resource_version.as_deref();
-                    match apply_status(&api, &name, rv, &st).await? {
-                        Some(written) => {
-                            let rv = written.metadata.resource_version.clone();
-                            ctx.core_builds_written.wrote(&ns, &name, rv, written.status.clone());
-                            ctx.counts_written(&ns, &name);
-                        }
-                        None => return Ok(Action::requeue(Duration::from_secs(5))),
-                    }
-                }
+                None => return Ok(Action::requeue(Duration::from_secs(5))),
             }
         }
         Ok(match requeue {
@@ -163,11 +157,10 @@ pub async fn reconcile(cb: Arc<CoreBuild>, ctx: Arc<Context>) -> Result<Action, 
     .await
 }
 
-/// How long this CoreBuild's counts must wait before they may be written again, if
-/// they must.
+/// How long this CoreBuild's status must wait before it may be written again, if it must.
 fn last_write_wait(ctx: &Context, ns: &str, name: &str) -> Option<Duration> {
-    let elapsed = ctx.since_counts_written(ns, name)?;
-    COUNTS_INTERVAL.checked_sub(elapsed).filter(|d| !d.is_zero())
+    let elapsed = ctx.since_status_written(ns, name)?;
+    STATUS_INTERVAL.checked_sub(elapsed).filter(|d| !d.is_zero())
 }
 
 /// Logs and retries a failed CoreBuild reconcile after a pause.

@@ -95,7 +95,7 @@ pub struct Context {
     pub(super) releases_written: Expectations<ImageReleaseStatus>,
     /// The same for CoreBuilds.
     pub(super) core_builds_written: Expectations<CoreBuildStatus>,
-    /// When each CoreBuild's status was written last (see [`super::corebuild::COUNTS_INTERVAL`]).
+    /// When each CoreBuild's status was written last (see [`super::corebuild::STATUS_INTERVAL`]).
     core_build_writes: Mutex<HashMap<(String, String), Instant>>,
 }
 
@@ -123,15 +123,15 @@ impl Context {
     }
 
     /// Records that CoreBuild `name`'s status was written now.
-    pub(super) fn counts_written(&self, ns: &str, name: &str) {
+    pub(super) fn status_written(&self, ns: &str, name: &str) {
         if let Ok(mut w) = self.core_build_writes.lock() {
-            w.retain(|_, at| at.elapsed() < super::corebuild::COUNTS_INTERVAL);
+            w.retain(|_, at| at.elapsed() < super::corebuild::STATUS_INTERVAL);
             w.insert((ns.into(), name.into()), Instant::now());
         }
     }
 
     /// How long ago CoreBuild `name`'s status was written, if recently.
-    pub(super) fn since_counts_written(&self, ns: &str, name: &str) -> Option<Duration> {
+    pub(super) fn since_status_written(&self, ns: &str, name: &str) -> Option<Duration> {
         let w = self.core_build_writes.lock().ok()?;
         w.get(&(ns.to_string(), name.to_string())).map(|at| at.elapsed())
     }
