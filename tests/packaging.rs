@@ -282,6 +282,9 @@ async fn chart_refuses_bad_values() -> anyhow::Result<()> {
     let cases: &[(&[&str], &str)] = &[
         (&["--set", "logFormat=xml"], "/logFormat"),
         (&["--set", "replicas=0"], "/replicas"),
+        (&["--set", "maxConcurrentReconciles=0"], "/maxConcurrentReconciles"),
+        (&["--set", "kubeApi.qps=0"], "/kubeApi/qps"),
+        (&["--set", "kubeApi.burst=many"], "/kubeApi/burst"),
         (&["--set-json", "watchNamespaces=[\"Team_A\"]"], "/watchNamespaces/0"),
         (&["--set-json", "watchNamespaces=[\"a\",\"a\"]"], "/watchNamespaces"),
         (&["--set-json", "watchNamespaces=\"team-a\""], "/watchNamespaces"),
@@ -319,6 +322,7 @@ async fn chart_args_are_accepted_by_the_binary() -> anyhow::Result<()> {
         &[][..],
         &["--set-json", "watchNamespaces=[\"team-a\",\"team-b\"]", "--set", "logFormat=json"][..],
         &["--set", "leaderElection.enabled=false", "--set", "replicas=1"][..],
+        &["--set", "maxConcurrentReconciles=4", "--set", "kubeApi.qps=20", "--set", "kubeApi.burst=30"][..],
         &[
             "--set",
             "builder.image=registry.example/buildah@sha256:0123",

@@ -112,7 +112,9 @@ pub fn render(header: &Header, outcomes: &[Outcome]) -> String {
     row("CoreBuilds", &|o| o.core_builds.to_string());
     row("wall time, coreforge (apply → last Published)", &|o| seconds(o.coreforge.wall_seconds));
     row("… of which kubectl apply", &|o| seconds(o.coreforge.apply_seconds));
-    row("last Published → CoreBuilds count it (not in the wall time)", &|o| seconds(o.coreforge.settle_seconds));
+    row("last Published → settled: counts and channels written (not in the wall time)", &|o| {
+        seconds(o.coreforge.settle_seconds)
+    });
     row("wall time, floor (bare Jobs)", &|o| seconds(o.floor.wall_seconds));
     row("ratio coreforge / floor", &|o| format!("{:.2}", o.coreforge.wall_seconds / o.floor.wall_seconds));
     row("release → build Job created, p50 / p99", &|o| p50_p99(&o.coreforge.to_build_job_seconds));

@@ -33,7 +33,8 @@ pub struct Run {
     /// How long `kubectl apply` took.
     pub apply_seconds: f64,
     /// Last release seen Published → every CoreBuild counting all its releases as
-    /// Published (its status and channels are written at most every few seconds).
+    /// Published (its status and channels are written at most every few seconds) and
+    /// every release listing the channels that point at it.
     pub settle_seconds: f64,
     /// Per release: its creation → its build Job's creation (audit log, µs).
     pub to_build_job_seconds: Vec<f64>,
@@ -307,7 +308,8 @@ pub async fn run(client: &Client, settings: &Settings, workload: &Workload, time
         )
     )?;
     let wall = start.elapsed();
-    // Settled: every CoreBuild counts its releases Published.
+    // Settled: every CoreBuild counts its releases Published, and every release lists
+    // the channels that point at it.
     let mut expected = std::collections::HashMap::<String, i32>::new();
     for r in &workload.releases {
         *expected.entry(r["spec"]["coreBuild"].as_str().unwrap_or_default().to_string()).or_default() += 1;
@@ -316,7 +318,7 @@ pub async fn run(client: &Client, settings: &Settings, workload: &Workload, time
         let published = cb.status.as_ref().and_then(|s| s.releases.as_ref()).map(|r| r.published);
         published.is_some_and(|p| expected.get(&cb.name_any()) == Some(&p))
     };
-    watch_until(
+    let settled_core_builds = watch_until(
         &cbs,
         &mut controller,
         Instant::now() + Duration::from_secs(120),
@@ -325,6 +327,27 @@ pub async fn run(client: &Client, settings: &Settings, workload: &Workload, time
         |seen| {
             let behind = c - seen.values().filter(|cb| counted(cb)).count();
             format!("{behind} of {c} CoreBuilds do not count all their releases Published")
+        },
+    )
+    .await?;
+    let channels_at = |r: &ImageRelease| {
+        settled_core_builds
+            .get(&r.spec.core_build)
+            .and_then(|cb| cb.status.as_ref())
+            .map_or(0, |s| s.channels.iter().filter(|ch| ch.version == r.spec.version).count())
+    };
+    // `status.published`: the version tag, then one reference per channel.
+    let lists_its_channels =
+        |r: &ImageRelease| r.status.as_ref().is_some_and(|s| s.published.len() == 1 + channels_at(r));
+    watch_until(
+        &irs,
+        &mut controller,
+        Instant::now() + Duration::from_secs(120),
+        |seen| seen.len() == n && seen.values().all(lists_its_channels),
+        |_| None,
+        |seen| {
+            let behind = n - seen.values().filter(|r| lists_its_channels(r)).count();
+            format!("{behind} of {n} releases do not list the channels that point at them")
         },
     )
     .await?;

@@ -27,7 +27,7 @@ use crate::catalog::{self, Candidate};
 use crate::metrics::ReconcileTimer;
 
 /// The shortest time between two status writes of a CoreBuild whose spec did not change.
-pub const STATUS_INTERVAL: Duration = Duration::from_secs(5);
+pub const STATUS_INTERVAL: Duration = Duration::from_secs(10);
 
 fn counts(releases: &[Arc<ImageRelease>]) -> ReleaseCounts {
     let mut c = ReleaseCounts { total: releases.len() as i32, ..Default::default() };
