@@ -85,10 +85,9 @@ impl Registries {
             tls.insecure,
             tls.skip_verify,
         );
-        let fresh = |made: &Instant| key.0.is_none() || made.elapsed() < CREDENTIALS_TTL;
         if let Ok(pool) = self.pool.lock()
             && let Some((registry, made)) = pool.get(&key)
-            && fresh(made)
+            && fresh(&key, made)
         {
             return Ok(Ok(registry.clone()));
         }
@@ -101,11 +100,17 @@ impl Registries {
         };
         let registry = Arc::new(Registry::new(catalog.tls.as_ref(), credentials));
         if let Ok(mut pool) = self.pool.lock() {
-            pool.retain(|_, (_, made)| made.elapsed() < CREDENTIALS_TTL || key.0.is_none());
+            pool.retain(|k, (_, made)| fresh(k, made));
             pool.insert(key, (registry.clone(), Instant::now()));
         }
         Ok(Ok(registry))
     }
+}
+
+/// Whether a pooled client may still be used: one without credentials always, one with a
+/// Secret's credentials for [`CREDENTIALS_TTL`].
+fn fresh(key: &PoolKey, made: &Instant) -> bool {
+    key.0.is_none() || made.elapsed() < CREDENTIALS_TTL
 }
 
 /// The registry credentials in Secret `name` of `ns`.

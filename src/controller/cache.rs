@@ -311,7 +311,7 @@ impl<S: PartialEq> Expectations<S> {
         }
     }
 
-    /// How many objects are awaited (for tests and metrics).
+    /// How many objects are awaited.
     pub fn len(&self) -> usize {
         self.written.lock().map(|w| w.len()).unwrap_or_default()
     }

@@ -19,7 +19,7 @@ use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use super::release::{Context, Error, apply_status};
+use super::release::{Context, Error, STALE_RETRY, apply_status};
 use crate::api::{
     CoreBuild, CoreBuildStatus, ImageRelease, Phase, READY, RECONCILING, ReleaseCounts, STALLED, set_condition,
 };
@@ -55,7 +55,7 @@ pub async fn reconcile(cb: Arc<CoreBuild>, ctx: Arc<Context>) -> Result<Action, 
         ctx.caches.ready().await;
         if !ctx.core_builds_written.met(&ns, &name, cb.metadata.resource_version.as_deref(), cb.status.as_ref()) {
             debug!("the cache is behind the last status written; waiting for it");
-            return Ok(Action::requeue(Duration::from_secs(5)));
+            return Ok(Action::requeue(STALE_RETRY));
         }
         let spec_observed = cb.status.as_ref().and_then(|s| s.observed_generation) == cb.metadata.generation;
         if spec_observed && let Some(wait) = last_write_wait(&ctx, &ns, &name) {
@@ -135,7 +135,6 @@ pub async fn reconcile(cb: Arc<CoreBuild>, ctx: Arc<Context>) -> Result<Action, 
         let (s_reason, s_msg) = if stalled { (reason.as_str(), message.as_str()) } else { ("NotStalled", "") };
         set_condition(&mut st.conditions, STALLED, Some(stalled), s_reason, s_msg, generation, &now);
 
-        let requeue = problem.as_ref().map(|_| Duration::from_secs(15));
         if cb.status.as_ref() != Some(&st) {
             let api: Api<CoreBuild> = Api::namespaced(client.clone(), &ns);
             let rv = cb.metadata.resource_version.as_deref();
@@ -145,11 +144,11 @@ pub async fn reconcile(cb: Arc<CoreBuild>, ctx: Arc<Context>) -> Result<Action, 
                     ctx.core_builds_written.wrote(&ns, &name, rv, written.status.clone());
                     ctx.status_written(&ns, &name);
                 }
-                None => return Ok(Action::requeue(Duration::from_secs(5))),
+                None => return Ok(Action::requeue(STALE_RETRY)),
             }
         }
-        Ok(match requeue {
-            Some(after) => Action::requeue(after),
+        Ok(match problem {
+            Some(_) => Action::requeue(Duration::from_secs(15)),
             None => Action::await_change(),
         })
     }

@@ -167,11 +167,14 @@ fn contract_gate(release: &ImageRelease, siblings: &[Sibling]) -> lifecycle::Con
 /// older than `release`. A version is built and published once; a second release of it
 /// (a copied manifest, say) waits until the first is deleted instead of building an image
 /// that could only collide with the published tag.
-pub fn version_claimed_by<'a>(release: &ImageRelease, others: &'a [ImageRelease]) -> Option<&'a str> {
+pub fn version_claimed_by<'a>(
+    release: &ImageRelease,
+    others: impl IntoIterator<Item = &'a ImageRelease>,
+) -> Option<&'a str> {
     let key = |r: &ImageRelease| (r.metadata.creation_timestamp.as_ref().map(|t| t.0), r.name_any());
     let mine = key(release);
     others
-        .iter()
+        .into_iter()
         .filter(|o| o.spec.core_build == release.spec.core_build && o.spec.version == release.spec.version)
         .filter(|o| o.metadata.deletion_timestamp.is_none() && o.metadata.uid != release.metadata.uid)
         .map(|o| (key(o), o))
@@ -625,13 +628,14 @@ fn build(cx: &mut Ctx, observed: &Observed) {
         cx.headline("Building", msg);
         return;
     };
-    if job.state == JobState::Running {
-        named_step(&mut cx.st.build, job);
-        return cx.running(BUILT, job, "Building", format!("build Job {} is running", job.name));
+    if job.state != JobState::Running {
+        cx.st.build = Some(step_status(job));
     }
-    cx.st.build = Some(step_status(job));
     match job.state {
-        JobState::Running => {}
+        JobState::Running => {
+            named_step(&mut cx.st.build, job);
+            cx.running(BUILT, job, "Building", format!("build Job {} is running", job.name))
+        }
         JobState::Failed => cx.fail(BUILT, "BuildFailed", describe_failure(job)),
         JobState::Succeeded => match results::parse_build(job.message.as_deref().unwrap_or_default()) {
             Err(e) => cx.fail(

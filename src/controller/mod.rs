@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use futures::channel::mpsc;
 use futures::future::{BoxFuture, FutureExt, Shared};
-use futures::{StreamExt, TryStreamExt, future};
+use futures::{Stream, StreamExt, TryStreamExt, future};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Event as CoreEvent, Pod};
 use kube::core::PartialObjectMeta;
@@ -29,7 +29,8 @@ use kube::runtime::controller::{self, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
 use tracing::{info, warn};
 
 use self::cache::{Cache, Caches, Index, JOB_NAME_LABEL, trim_job, trim_meta, trim_pod};
@@ -204,60 +205,35 @@ fn scope_controllers(
     let owned = watcher::Config::default().labels(LABEL_RELEASE);
 
     let releases = {
-        let (caches, ctx, rerun_release) = (caches.clone(), ctx.clone(), rerun_release.clone());
-        watcher(api::<ImageRelease>(client, scope), watcher::Config::default())
-            .default_backoff()
-            .map_ok(|e| e.modify(|r| trim_meta(&mut r.metadata)))
-            .inspect_ok(move |e| {
+        let (ctx, rerun_release) = (ctx.clone(), rerun_release.clone());
+        let trim = |r: &mut ImageRelease| trim_meta(&mut r.metadata);
+        cached(api(client, scope), watcher::Config::default(), release_writer, trim, &caches, Cache::Releases, {
+            let caches = caches.clone();
+            move |e| {
                 on_release_event(e, &caches, &ctx, &rerun_core_build, &rerun_release);
                 caches.releases.apply(e);
-                caches.follow(Cache::Releases, e);
-            })
-            .reflect(release_writer)
-            .applied_objects()
+            }
+        })
+        .applied_objects()
     };
     let core_builds = {
-        let caches = caches.clone();
-        watcher(api::<CoreBuild>(client, scope), watcher::Config::default())
-            .default_backoff()
-            .map_ok(|e| e.modify(|c| trim_meta(&mut c.metadata)))
-            .inspect_ok(move |e| {
-                on_core_build_event(e, &caches, &rerun_release);
-                caches.follow(Cache::CoreBuilds, e);
-            })
-            .reflect(core_build_writer)
-            .applied_objects()
+        let trim = |c: &mut CoreBuild| trim_meta(&mut c.metadata);
+        cached(api(client, scope), watcher::Config::default(), core_build_writer, trim, &caches, Cache::CoreBuilds, {
+            let caches = caches.clone();
+            move |e| on_core_build_event(e, &caches, &rerun_release)
+        })
+        .applied_objects()
     };
-    let jobs = {
-        let caches = caches.clone();
-        watcher(api::<Job>(client, scope), owned.clone())
-            .default_backoff()
-            .map_ok(|e| e.modify(trim_job))
-            .inspect_ok(move |e| caches.follow(Cache::Jobs, e))
-            .reflect(job_writer)
-            .touched_objects()
-    };
-    let pods = {
-        let caches = caches.clone();
-        watcher(api::<Pod>(client, scope), owned.clone())
-            .default_backoff()
-            .map_ok(|e| e.modify(trim_pod))
-            .inspect_ok(move |e| {
-                caches.pods.apply(e);
-                caches.follow(Cache::Pods, e);
-            })
-            .reflect(pod_writer)
-            .touched_objects()
-    };
-    let snapshots = {
-        let caches = caches.clone();
-        watcher(api::<ConfigMap>(client, scope), owned)
-            .default_backoff()
-            .map_ok(|e| e.modify(|c| trim_meta(&mut c.metadata)))
-            .inspect_ok(move |e| caches.follow(Cache::Snapshots, e))
-            .reflect(snapshot_writer)
-            .touched_objects()
-    };
+    let jobs =
+        cached(api(client, scope), owned.clone(), job_writer, trim_job, &caches, Cache::Jobs, |_| {}).touched_objects();
+    let pods = cached(api(client, scope), owned.clone(), pod_writer, trim_pod, &caches, Cache::Pods, {
+        let index = caches.pods.clone();
+        move |e| index.apply(e)
+    })
+    .touched_objects();
+    let trim = |c: &mut ConfigMap| trim_meta(&mut c.metadata);
+    let snapshots =
+        cached(api(client, scope), owned, snapshot_writer, trim, &caches, Cache::Snapshots, |_| {}).touched_objects();
     // Metadata only, of the other ConfigMaps: a release waiting for its blueprint
     // ConfigMap starts when it appears.
     let blueprints = watcher(
@@ -268,24 +244,14 @@ fn scope_controllers(
     .touched_objects();
     // Why a Job has no pod (refused by admission, a quota) is told only by these.
     let failed_creates = {
-        let caches = caches.clone();
-        watcher(
-            api::<CoreEvent>(client, scope),
-            watcher::Config::default().fields("reason=FailedCreate,involvedObject.kind=Job"),
-        )
-        .default_backoff()
-        .map_ok(|e| e.modify(|e| trim_meta(&mut e.metadata)))
-        .inspect_ok(move |e| {
-            caches.failed_creates.apply(e);
-            caches.follow(Cache::FailedCreates, e);
-        })
-        .reflect(event_writer)
-        .touched_objects()
+        let config = watcher::Config::default().fields("reason=FailedCreate,involvedObject.kind=Job");
+        let trim = |e: &mut CoreEvent| trim_meta(&mut e.metadata);
+        let index = caches.failed_creates.clone();
+        cached(api(client, scope), config, event_writer, trim, &caches, Cache::FailedCreates, move |e| index.apply(e))
+            .touched_objects()
     };
 
     let config = controller::Config::default().concurrency(settings.concurrency);
-    let of_pod = |pod: Pod| Some(ObjectRef::new(pod.labels().get(LABEL_RELEASE)?).within(&pod.namespace()?));
-    let of_snapshot = |cm: ConfigMap| Some(ObjectRef::new(cm.labels().get(LABEL_RELEASE)?).within(&cm.namespace()?));
     let waiting_for_blueprint = {
         let caches = caches.clone();
         move |cm: PartialObjectMeta<ConfigMap>| {
@@ -304,15 +270,14 @@ fn scope_controllers(
         }
     };
     let of_failed_create = move |e: CoreEvent| {
-        let ns = e.namespace()?;
-        let job = job_store.get(&ObjectRef::new(e.involved_object.name.as_deref()?).within(&ns))?;
-        Some(ObjectRef::new(job.labels().get(LABEL_RELEASE)?).within(&ns))
+        let job = job_store.get(&ObjectRef::new(e.involved_object.name.as_deref()?).within(&e.namespace()?))?;
+        release_of(&*job)
     };
     let release_run = Controller::for_stream(releases, release_store.clone())
         .with_config(config.clone())
         .owns_stream(jobs)
-        .watches_stream(pods, of_pod)
-        .watches_stream(snapshots, of_snapshot)
+        .watches_stream(pods, |pod| release_of(&pod))
+        .watches_stream(snapshots, |cm| release_of(&cm))
         .watches_stream(blueprints, waiting_for_blueprint)
         .watches_stream(failed_creates, of_failed_create)
         .reconcile_on(release_reruns)
@@ -340,6 +305,46 @@ fn scope_controllers(
     (caches, future::join(release_run, core_build_run).map(|_| ()).boxed())
 }
 
+/// The watch of one cache of `caches`: its objects trimmed by `trim`, each event followed
+/// by `also` (triggers, indexes) and by the cache's readiness, then taken in by the store.
+fn cached<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    writer: reflector::store::Writer<K>,
+    trim: impl FnMut(&mut K) + Send + 'static,
+    caches: &Caches,
+    which: Cache,
+    mut also: impl FnMut(&watcher::Event<K>) + Send + 'static,
+) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    let caches = caches.clone();
+    watcher(api, config)
+        .default_backoff()
+        .modify(trim)
+        .inspect_ok(move |e| {
+            also(e);
+            caches.follow(which, e);
+        })
+        .reflect(writer)
+}
+
+/// The release an object of it (a pod, a snapshot, a Job) belongs to, by its label.
+fn release_of<K: ResourceExt>(obj: &K) -> Option<ObjectRef<ImageRelease>> {
+    Some(ObjectRef::new(obj.labels().get(LABEL_RELEASE)?).within(&obj.namespace()?))
+}
+
+/// The object of a watch event and whether it was deleted; `None` for the markers of a
+/// relist.
+fn changed<K>(event: &watcher::Event<K>) -> Option<(&K, bool)> {
+    match event {
+        watcher::Event::Apply(obj) | watcher::Event::InitApply(obj) => Some((obj, false)),
+        watcher::Event::Delete(obj) => Some((obj, true)),
+        watcher::Event::Init | watcher::Event::InitDone => None,
+    }
+}
+
 /// Follows a release watch event (before the cache takes it in, so the cache still
 /// holds the release as it was): re-runs what depends on the change, and forgets a
 /// deleted release.
@@ -350,11 +355,7 @@ fn on_release_event(
     rerun_core_build: &mpsc::UnboundedSender<ObjectRef<CoreBuild>>,
     rerun_release: &mpsc::UnboundedSender<ObjectRef<ImageRelease>>,
 ) {
-    let (new, deleted) = match event {
-        watcher::Event::Apply(r) | watcher::Event::InitApply(r) => (r, false),
-        watcher::Event::Delete(r) => (r, true),
-        watcher::Event::Init | watcher::Event::InitDone => return,
-    };
+    let Some((new, deleted)) = changed(event) else { return };
     let ns = new.namespace().unwrap_or_default();
     let old = caches.releases.store().get(&ObjectRef::from_obj(new));
     let core_build = caches.core_build(&ns, &new.spec.core_build);
@@ -381,11 +382,7 @@ fn on_core_build_event(
     caches: &Caches,
     rerun_release: &mpsc::UnboundedSender<ObjectRef<ImageRelease>>,
 ) {
-    let (new, deleted) = match event {
-        watcher::Event::Apply(cb) | watcher::Event::InitApply(cb) => (cb, false),
-        watcher::Event::Delete(cb) => (cb, true),
-        watcher::Event::Init | watcher::Event::InitDone => return,
-    };
+    let Some((new, deleted)) = changed(event) else { return };
     let ns = new.namespace().unwrap_or_default();
     let old = caches.core_builds.get(&ObjectRef::from_obj(new));
     let releases = caches.releases_of(&ns, &new.name_any());

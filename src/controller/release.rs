@@ -142,11 +142,6 @@ impl Context {
         self.releases_written.forget(&ns, &release.name_any());
         self.failures.lock().map(|mut f| f.remove(&ObjectRef::from_obj(release))).ok();
     }
-
-    /// How many releases the backoff counts failures for (for tests).
-    pub fn failing_releases(&self) -> usize {
-        self.failures.lock().map(|f| f.len()).unwrap_or_default()
-    }
 }
 
 /// Creates `obj`; whether it was created (false: it existed already, by its name).
@@ -225,9 +220,8 @@ async fn observe(ctx: &Context, ns: &str, release: &ImageRelease) -> Result<Obse
             observed.snapshot_stored = true;
         }
         None if starting => {
-            let others: Vec<ImageRelease> =
-                caches.releases_of(ns, &release.spec.core_build).iter().map(|r| (**r).clone()).collect();
-            observed.version_claimed_by = version_claimed_by(release, &others).map(String::from);
+            let others = caches.releases_of(ns, &release.spec.core_build);
+            observed.version_claimed_by = version_claimed_by(release, others.iter().map(|r| &**r)).map(String::from);
             if observed.version_claimed_by.is_some() {
                 // Deleting the owner re-runs the releases waiting for its version.
                 return Ok(observed);
@@ -347,7 +341,7 @@ where
 
 /// How long a reconcile that found the cache behind its own last write (or lost a write
 /// to a newer version) waits at most for the watch to bring the news.
-const STALE_RETRY: Duration = Duration::from_secs(5);
+pub(super) const STALE_RETRY: Duration = Duration::from_secs(5);
 
 /// Reconciles one ImageRelease.
 pub async fn reconcile(release: Arc<ImageRelease>, ctx: Arc<Context>) -> Result<Action, Error> {
