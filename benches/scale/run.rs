@@ -203,6 +203,32 @@ where
     }
 }
 
+/// Watches `api` until it holds `count` objects and every one is `ok`, for at most
+/// two minutes; a timeout says how many are not: "{behind} of {count} {not_ok}".
+async fn watch_until_all<K>(
+    api: &Api<K>,
+    controller: &mut Controller,
+    count: usize,
+    ok: impl Fn(&K) -> bool,
+    not_ok: &str,
+) -> anyhow::Result<BTreeMap<String, K>>
+where
+    K: Resource + Clone + std::fmt::Debug + DeserializeOwned + Send + 'static,
+{
+    watch_until(
+        api,
+        controller,
+        Instant::now() + Duration::from_secs(120),
+        |seen| seen.len() == count && seen.values().all(&ok),
+        |_| None,
+        |seen| {
+            let behind = count.saturating_sub(seen.values().filter(|o| ok(o)).count());
+            format!("{behind} of {count} {not_ok}")
+        },
+    )
+    .await
+}
+
 fn phase(r: &ImageRelease) -> Option<Phase> {
     r.status.as_ref().and_then(|s| s.phase)
 }
@@ -318,18 +344,9 @@ pub async fn run(client: &Client, settings: &Settings, workload: &Workload, time
         let published = cb.status.as_ref().and_then(|s| s.releases.as_ref()).map(|r| r.published);
         published.is_some_and(|p| expected.get(&cb.name_any()) == Some(&p))
     };
-    let settled_core_builds = watch_until(
-        &cbs,
-        &mut controller,
-        Instant::now() + Duration::from_secs(120),
-        |seen| seen.len() == c && seen.values().all(counted),
-        |_| None,
-        |seen| {
-            let behind = c - seen.values().filter(|cb| counted(cb)).count();
-            format!("{behind} of {c} CoreBuilds do not count all their releases Published")
-        },
-    )
-    .await?;
+    let settled_core_builds =
+        watch_until_all(&cbs, &mut controller, c, counted, "CoreBuilds do not count all their releases Published")
+            .await?;
     let channels_at = |r: &ImageRelease| {
         settled_core_builds
             .get(&r.spec.core_build)
@@ -339,16 +356,12 @@ pub async fn run(client: &Client, settings: &Settings, workload: &Workload, time
     // `status.published`: the version tag, then one reference per channel.
     let lists_its_channels =
         |r: &ImageRelease| r.status.as_ref().is_some_and(|s| s.published.len() == 1 + channels_at(r));
-    watch_until(
+    watch_until_all(
         &irs,
         &mut controller,
-        Instant::now() + Duration::from_secs(120),
-        |seen| seen.len() == n && seen.values().all(lists_its_channels),
-        |_| None,
-        |seen| {
-            let behind = n - seen.values().filter(|r| lists_its_channels(r)).count();
-            format!("{behind} of {n} releases do not list the channels that point at them")
-        },
+        n,
+        lists_its_channels,
+        "releases do not list the channels that point at them",
     )
     .await?;
     let settle = start.elapsed() - wall;
