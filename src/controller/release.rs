@@ -214,6 +214,7 @@ async fn observe(ctx: &Context, ns: &str, release: &ImageRelease) -> Result<Obse
     let name = release.name_any();
     let (attempt, starting) = wanted_attempt(release);
     let mut observed = Observed::default();
+    let mut fresh_attempt = false;
     match caches.snapshot(ns, &names::snapshot(&name, attempt)) {
         Some(cm) => {
             observed.snapshot = Some(Snapshot::from_config_map(&cm));
@@ -230,7 +231,7 @@ async fn observe(ctx: &Context, ns: &str, release: &ImageRelease) -> Result<Obse
                 observed.core_build_exists = true;
                 let text = blueprint(&ctx.client, ns, &cb).await?;
                 if let Ok(containerfile) = &text {
-                    let snap = Snapshot {
+                    observed.snapshot = Some(Ok(Snapshot {
                         name: names::snapshot(&name, attempt),
                         attempt,
                         core_build_generation: cb.metadata.generation.unwrap_or_default(),
@@ -238,22 +239,25 @@ async fn observe(ctx: &Context, ns: &str, release: &ImageRelease) -> Result<Obse
                         containerfile: containerfile.clone(),
                         builder_image: jobs::builder_image(&cb.spec, &ctx.pods.builder_image).to_string(),
                         user_namespace: ctx.pods.user_namespaced_builders,
-                    };
-                    observed.privileges_refused =
-                        privileges::refusal(&snap.spec, &ctx.pods.privileges, snap.user_namespace);
-                    observed.snapshot = Some(Ok(snap));
+                    }));
                 }
                 observed.blueprint = Some(text);
             }
-            return Ok(observed);
+            fresh_attempt = true;
         }
         None => {}
+    }
+    if let Some(Ok(snap)) = &observed.snapshot {
+        observed.privileges_refused = privileges::refusal(&snap.spec, &ctx.pods.privileges, snap.user_namespace);
+    }
+    if fresh_attempt {
+        // Nothing of an attempt without a stored snapshot exists yet: no Job to observe.
+        return Ok(observed);
     }
     observed.build_job = observe_job_named(caches, ns, &names::build_job(&name, attempt));
     observed.test_job = observe_job_named(caches, ns, &names::test_job(&name, attempt));
 
     let Some(Ok(snap)) = &observed.snapshot else { return Ok(observed) };
-    observed.privileges_refused = privileges::refusal(&snap.spec, &ctx.pods.privileges, snap.user_namespace);
     let catalog = &snap.spec.catalog;
     if let Some(digest) = staging_digest_to_check(release, observed.build_job.as_ref()) {
         let reference = format!("{}@{digest}", catalog.staging_repository);
