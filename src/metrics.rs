@@ -49,6 +49,8 @@ pub struct Metrics {
     pub info: IntGaugeVec,
     /// 1 when this replica leads (or election is off).
     pub leader: IntGauge,
+    /// Objects the controller cannot decode (and skips), by kind.
+    pub undecodable_objects: IntGaugeVec,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -146,6 +148,11 @@ impl Metrics {
                 "registry_requests_total",
                 "Registry requests, by operation and outcome (ok or an error kind)",
                 &["operation", "outcome"],
+            ),
+            undecodable_objects: int_gauge(
+                "undecodable_objects",
+                "Objects the controller cannot read and skips until they are fixed (each has a Warning event Undecodable), by kind",
+                &["kind"],
             ),
             info: int_gauge("info", "Build information of the running controller", &["version", "build"]),
             leader,

@@ -253,6 +253,38 @@ fn create_cases() -> Vec<(&'static str, &'static str, Mutation, &'static [&'stat
             |d| set(d, "/spec/supportEndsAt", Some(json!("next week"))),
             &["spec.supportEndsAt"],
         ),
+        // The far ends of the ranges: accepted by the API server's types, past the
+        // controller's (timestamps end in year 9999, numbers at 64 bits).
+        (
+            "support end in the last year the API server accepts",
+            "ImageRelease",
+            |d| set(d, "/spec/supportEndsAt", Some(json!("9999-12-31T23:59:59Z"))),
+            &["supportEndsAt must lie before 9999-01-01T00:00:00Z"],
+        ),
+        (
+            "version number past 64 bits",
+            "ImageRelease",
+            |d| set(d, "/spec/version", Some(json!("18446744073709551616.0.0"))),
+            &["spec.version"],
+        ),
+        (
+            "support window of more than a century",
+            "CoreBuild",
+            |d| set(d, "/spec/lifecycle/supportWindow", Some(json!("876001h"))),
+            &["spec.lifecycle.supportWindow", "must be at most 876000h (100 years)"],
+        ),
+        (
+            "retirement past the duration type's range",
+            "CoreBuild",
+            |d| set(d, "/spec/lifecycle/retireAfter", Some(json!("99999999999h"))),
+            &["spec.lifecycle.retireAfter", "must be at most 876000h (100 years)"],
+        ),
+        (
+            "channel number past 64 bits",
+            "CoreBuild",
+            |d| set(d, "/spec/catalog/channels", Some(json!(["18446744073709551616"]))),
+            &["spec.catalog.channels[0]"],
+        ),
     ]
 }
 

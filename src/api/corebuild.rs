@@ -372,16 +372,19 @@ pub struct LifecyclePolicy {
     /// A Published release is deprecated this long after it was published (e.g. `4320h`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64), pattern(pattern::DURATION))]
+    #[x_kube(validation = Rule::new(super::MAX_DURATION_RULE).message(super::MAX_DURATION_MESSAGE))]
     pub deprecate_after: Option<String>,
     /// A release is retired this long after it was published (e.g. `8760h`), and never
     /// before it is deprecated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64), pattern(pattern::DURATION))]
+    #[x_kube(validation = Rule::new(super::MAX_DURATION_RULE).message(super::MAX_DURATION_MESSAGE))]
     pub retire_after: Option<String>,
     /// Support window of a release from its publication, when the release does not set
     /// `supportEndsAt`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64), pattern(pattern::DURATION))]
+    #[x_kube(validation = Rule::new(super::MAX_DURATION_RULE).message(super::MAX_DURATION_MESSAGE))]
     pub support_window: Option<String>,
     /// Delete a retired release's version tag from the catalog (every retired release,
     /// also those retired before this was set). Registries delete manifests, not tags, so

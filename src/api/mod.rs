@@ -76,10 +76,17 @@ mod tests {
     }
 }
 
+/// The CEL rule every duration field carries: beyond a century a duration means nothing
+/// for a release's support, and past ~292 years it no longer fits the API server's type.
+pub(crate) const MAX_DURATION_RULE: &str = "duration(self) <= duration('876000h')";
+/// The message of [`MAX_DURATION_RULE`].
+pub(crate) const MAX_DURATION_MESSAGE: &str = "must be at most 876000h (100 years)";
+
 /// Schema patterns shared by both kinds, with the human words for each.
 pub(crate) mod pattern {
-    /// Semantic version 2.0.0 (no leading `v`).
-    pub const SEMVER: &str = r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?(\+[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?$";
+    /// Semantic version 2.0.0 (no leading `v`), with major, minor and patch numbers of at
+    /// most 18 digits (they are compared as 64-bit numbers).
+    pub const SEMVER: &str = r"^(0|[1-9][0-9]{0,17})\.(0|[1-9][0-9]{0,17})\.(0|[1-9][0-9]{0,17})(-[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?(\+[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?$";
     /// An image reference pinned by digest.
     pub const PINNED_IMAGE: &str = r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*(:[\w][\w.-]{0,127})?@sha256:[a-f0-9]{64}$";
     /// An image repository without tag or digest (`registry[:port]/path`).
@@ -91,7 +98,7 @@ pub(crate) mod pattern {
     /// A Go-style duration as Kubernetes uses them (`720h`, `90m`, `1h30m`, `45s`).
     pub const DURATION: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
     /// A channel: `latest`, a major (`9`) or a major.minor (`9.4`).
-    pub const CHANNEL: &str = r"^(latest|(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))?)$";
+    pub const CHANNEL: &str = r"^(latest|(0|[1-9][0-9]{0,17})(\.(0|[1-9][0-9]{0,17}))?)$";
     /// A CVE id.
     pub const CVE: &str = r"^CVE-[0-9]{4}-[0-9]{4,}$";
     /// An absolute path.

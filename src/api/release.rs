@@ -68,8 +68,9 @@ pub struct ImageReleaseSpec {
     pub release_notes: Option<String>,
 
     /// End of support, overriding the CoreBuild's support window (RFC 3339). Must lie
-    /// after the release's creation.
+    /// after the release's creation, and before the year 9999.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self < timestamp('9999-01-01T00:00:00Z')").message("supportEndsAt must lie before 9999-01-01T00:00:00Z"))]
     pub support_ends_at: Option<Time>,
 
     /// How far the release should go: `Verified`, `Published` (default), `Deprecated`,

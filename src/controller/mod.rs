@@ -12,6 +12,7 @@
 pub mod cache;
 pub mod corebuild;
 pub mod decide;
+pub mod decode;
 pub mod observe;
 pub mod release;
 pub mod triggers;
@@ -59,6 +60,10 @@ pub const DEFAULT_CONCURRENCY: u16 = 16;
 
 /// Resolves once SIGTERM or Ctrl-C arrives; cloneable, so every part stops on the same signal.
 pub type Shutdown = Shared<BoxFuture<'static, ()>>;
+
+/// How long the reconciles in flight at shutdown may take to finish before the process
+/// stops without them (a Pod's default termination grace period is 30 s).
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The process's shutdown signal.
 pub fn shutdown_signal() -> Shutdown {
@@ -127,8 +132,19 @@ pub async fn run(client: Client, lease_client: Client, settings: Settings, shutd
             None => future::pending().await,
         }
     };
+    // On shutdown the controllers finish the reconciles in flight, for at most
+    // SHUTDOWN_GRACE: one waiting on a cache that cannot fill (its watch failing) or on a
+    // request that does not return must not keep the process from stopping.
+    let grace = async {
+        shutdown.clone().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
     let stopped = tokio::select! {
         result = run_controllers(client, &settings, shutdown.clone()) => result,
+        _ = grace => {
+            warn!(grace = ?SHUTDOWN_GRACE, "reconciles still running after the shutdown grace period; stopping without them");
+            Ok(())
+        }
         _ = lost => anyhow::bail!("lost the leader lease; exiting so that a fresh start follows the new leader"),
     };
     // The controllers have stopped (on shutdown, or on an error that ends the process):
@@ -141,7 +157,12 @@ pub async fn run(client: Client, lease_client: Client, settings: Settings, shutd
 }
 
 async fn finish(server: tokio::task::JoinHandle<anyhow::Result<()>>) -> anyhow::Result<()> {
-    server.await??;
+    // The HTTP server stops at the same signal; a client holding a request open gets the
+    // same grace period as the reconciles.
+    match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
+        Ok(served) => served??,
+        Err(_) => warn!("HTTP requests still open after the shutdown grace period; stopping without them"),
+    }
     info!("controller stopped");
     Ok(())
 }
@@ -150,6 +171,7 @@ async fn run_controllers(client: Client, settings: &Settings, shutdown: Shutdown
     let reporter = Reporter { controller: "coreforge".into(), instance: std::env::var("POD_NAME").ok() };
     let recorder = Recorder::new(client.clone(), reporter);
     let registries = Arc::new(Registries::new(client.clone()));
+    let undecodable = Arc::new(decode::Undecodable::new(recorder.clone()));
     let scopes: Vec<Option<&str>> = if settings.namespaces.is_empty() {
         vec![None]
     } else {
@@ -158,7 +180,8 @@ async fn run_controllers(client: Client, settings: &Settings, shutdown: Shutdown
     let mut caches = Vec::new();
     let mut runs = Vec::new();
     for scope in scopes {
-        let (cache, run) = scope_controllers(&client, scope, settings, &recorder, &registries, shutdown.clone());
+        let (cache, run) =
+            scope_controllers(&client, scope, settings, &recorder, &registries, &undecodable, shutdown.clone());
         caches.push(cache);
         runs.push(run);
     }
@@ -176,8 +199,10 @@ fn scope_controllers(
     settings: &Settings,
     recorder: &Recorder,
     registries: &Arc<Registries>,
+    undecodable: &Arc<decode::Undecodable>,
     shutdown: Shutdown,
 ) -> (Caches, BoxFuture<'static, ()>) {
+    let watch = Scope { client: client.clone(), namespace: scope.map(String::from), undecodable: undecodable.clone() };
     let (release_store, release_writer) = reflector::store::<ImageRelease>();
     let (core_build_store, core_build_writer) = reflector::store::<CoreBuild>();
     let (job_store, job_writer) = reflector::store::<Job>();
@@ -207,7 +232,7 @@ fn scope_controllers(
     let releases = {
         let (ctx, rerun_release) = (ctx.clone(), rerun_release.clone());
         let trim = |r: &mut ImageRelease| trim_meta(&mut r.metadata);
-        cached(api(client, scope), watcher::Config::default(), release_writer, trim, &caches, Cache::Releases, {
+        cached(&watch, watcher::Config::default(), release_writer, trim, &caches, Cache::Releases, {
             let caches = caches.clone();
             move |e| {
                 on_release_event(e, &caches, &ctx, &rerun_core_build, &rerun_release);
@@ -218,22 +243,20 @@ fn scope_controllers(
     };
     let core_builds = {
         let trim = |c: &mut CoreBuild| trim_meta(&mut c.metadata);
-        cached(api(client, scope), watcher::Config::default(), core_build_writer, trim, &caches, Cache::CoreBuilds, {
+        cached(&watch, watcher::Config::default(), core_build_writer, trim, &caches, Cache::CoreBuilds, {
             let caches = caches.clone();
             move |e| on_core_build_event(e, &caches, &rerun_release)
         })
         .applied_objects()
     };
-    let jobs =
-        cached(api(client, scope), owned.clone(), job_writer, trim_job, &caches, Cache::Jobs, |_| {}).touched_objects();
-    let pods = cached(api(client, scope), owned.clone(), pod_writer, trim_pod, &caches, Cache::Pods, {
+    let jobs = cached(&watch, owned.clone(), job_writer, trim_job, &caches, Cache::Jobs, |_| {}).touched_objects();
+    let pods = cached(&watch, owned.clone(), pod_writer, trim_pod, &caches, Cache::Pods, {
         let index = caches.pods.clone();
         move |e| index.apply(e)
     })
     .touched_objects();
     let trim = |c: &mut ConfigMap| trim_meta(&mut c.metadata);
-    let snapshots =
-        cached(api(client, scope), owned, snapshot_writer, trim, &caches, Cache::Snapshots, |_| {}).touched_objects();
+    let snapshots = cached(&watch, owned, snapshot_writer, trim, &caches, Cache::Snapshots, |_| {}).touched_objects();
     // Metadata only, of the other ConfigMaps: a release waiting for its blueprint
     // ConfigMap starts when it appears.
     let blueprints = watcher(
@@ -247,7 +270,7 @@ fn scope_controllers(
         let config = watcher::Config::default().fields("reason=FailedCreate,involvedObject.kind=Job");
         let trim = |e: &mut CoreEvent| trim_meta(&mut e.metadata);
         let index = caches.failed_creates.clone();
-        cached(api(client, scope), config, event_writer, trim, &caches, Cache::FailedCreates, move |e| index.apply(e))
+        cached(&watch, config, event_writer, trim, &caches, Cache::FailedCreates, move |e| index.apply(e))
             .touched_objects()
     };
 
@@ -287,6 +310,9 @@ fn scope_controllers(
             match result {
                 Ok((obj, _)) => tracing::debug!(release = %obj, "reconciled"),
                 Err(kube::runtime::controller::Error::ObjectNotFound(_)) => {}
+                Err(kube::runtime::controller::Error::QueueError(e)) => {
+                    warn!(error = %e, "a watch of releases or their children failed; retrying with backoff")
+                }
                 Err(e) => warn!(error = %e, "release reconcile failed"),
             }
         });
@@ -299,16 +325,20 @@ fn scope_controllers(
         .for_each(|result| async move {
             match result {
                 Ok(_) | Err(kube::runtime::controller::Error::ObjectNotFound(_)) => {}
+                Err(kube::runtime::controller::Error::QueueError(e)) => {
+                    warn!(error = %e, "the watch of CoreBuilds failed; retrying with backoff")
+                }
                 Err(e) => warn!(error = %e, "corebuild reconcile failed"),
             }
         });
     (caches, future::join(release_run, core_build_run).map(|_| ()).boxed())
 }
 
-/// The watch of one cache of `caches`: its objects trimmed by `trim`, each event followed
-/// by `also` (triggers, indexes) and by the cache's readiness, then taken in by the store.
+/// The watch of one cache of `caches` (decoded object by object, see [`decode`]): its
+/// objects trimmed by `trim`, each event followed by `also` (triggers, indexes) and by the
+/// cache's readiness, then taken in by the store.
 fn cached<K>(
-    api: Api<K>,
+    scope: &Scope,
     config: watcher::Config,
     writer: reflector::store::Writer<K>,
     trim: impl FnMut(&mut K) + Send + 'static,
@@ -320,14 +350,22 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
 {
     let caches = caches.clone();
-    watcher(api, config)
-        .default_backoff()
+    decode::watch(&scope.client, scope.namespace.as_deref(), config, writer.as_reader(), scope.undecodable.clone())
         .modify(trim)
         .inspect_ok(move |e| {
             also(e);
             caches.follow(which, e);
         })
         .reflect(writer)
+}
+
+/// What the watches of one scope share.
+struct Scope {
+    client: Client,
+    /// The namespace watched; all when `None`.
+    namespace: Option<String>,
+    /// Where objects that do not decode are reported.
+    undecodable: Arc<decode::Undecodable>,
 }
 
 /// The release an object of it (a pod, a snapshot, a Job) belongs to, by its label.
