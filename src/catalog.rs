@@ -153,6 +153,55 @@ pub async fn publish(
     }
 }
 
+/// What became of a retired release's version tag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TagDeletion {
+    /// The tag is gone (deleted now, or before).
+    Deleted,
+    /// The tag stays: deleting it would delete these other tags of the repository, which
+    /// resolve to the same manifest (registries delete manifests, not tags).
+    Kept {
+        /// The other tags, sorted.
+        by: Vec<String>,
+    },
+}
+
+/// Deletes the version tag `repository:version` of a retired release whose digest is
+/// `digest`, unless another tag of the repository resolves to that digest too: a
+/// channel, another release's version (of any CoreBuild), anything someone pushed. Those
+/// in `going_too` (retired versions whose tags go as well) do not hold it. Checked
+/// against the registry right before the deletion.
+pub async fn delete_version_tag(
+    registry: &Registry,
+    catalog: &Catalog,
+    digest: &str,
+    version: &str,
+    going_too: &[String],
+) -> Result<TagDeletion, CatalogError> {
+    let repo = &catalog.repository;
+    let own = tag_of(version);
+    if registry.manifest_digest(&format!("{repo}:{own}")).await?.as_deref() != Some(digest) {
+        // Gone already (a version tag is never overwritten, so it cannot point elsewhere).
+        return Ok(TagDeletion::Deleted);
+    }
+    let going: Vec<String> = going_too.iter().map(|v| tag_of(v)).collect();
+    let mut by = Vec::new();
+    for tag in registry.tags(repo).await? {
+        if tag == own || going.contains(&tag) {
+            continue;
+        }
+        if registry.manifest_digest(&format!("{repo}:{tag}")).await?.as_deref() == Some(digest) {
+            by.push(tag);
+        }
+    }
+    if !by.is_empty() {
+        by.sort();
+        return Ok(TagDeletion::Kept { by });
+    }
+    registry.delete_manifest(repo, digest).await?;
+    Ok(TagDeletion::Deleted)
+}
+
 /// The tag of a version (`+` is not allowed in tags).
 pub fn tag_of(version: &str) -> String {
     version.replace('+', "_")

@@ -309,6 +309,36 @@ impl Registry {
         }
     }
 
+    /// Every tag of repository `repo` (empty when the repository does not exist), read
+    /// page by page.
+    pub async fn tags(&self, repo: &str) -> Result<Vec<String>, RegistryError> {
+        const PAGE: usize = 1000;
+        let r = parse_reference(&format!("{repo}:latest"))?;
+        let auth = self.credentials.for_registry(r.resolve_registry());
+        let mut tags: Vec<String> = Vec::new();
+        loop {
+            let last = tags.last().cloned();
+            let page = self
+                .retry("list_tags", || async {
+                    self.client
+                        .list_tags(&r, &auth, Some(PAGE), last.as_deref())
+                        .await
+                        .map_err(|e| RegistryError::from_oci(e, &r))
+                })
+                .await;
+            let page = match page {
+                Ok(page) => page.tags,
+                Err(RegistryError::NotFound { .. }) => Vec::new(),
+                Err(e) => return Err(e),
+            };
+            let full = page.len() >= PAGE;
+            tags.extend(page);
+            if !full {
+                return Ok(tags);
+            }
+        }
+    }
+
     /// The image config of `reference` (entrypoint, exposed ports, user), or `None` when
     /// the image does not exist. For an index, the linux/amd64 image.
     pub async fn image_config(&self, reference: &str) -> Result<Option<ImageConfig>, RegistryError> {

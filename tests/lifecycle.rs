@@ -104,14 +104,25 @@ async fn max_supported_deprecates_and_retire_after_retires_through_a_restart() -
     .await
 }
 
+/// Waits until CoreBuild `name` says channel `channel` points at `version`.
+async fn wait_channel(client: &Client, ns: &str, name: &str, channel: &str, version: &str) -> anyhow::Result<()> {
+    let cbs: Api<CoreBuild> = Api::namespaced(client.clone(), ns);
+    support::wait_for(&cbs, name, &format!("channel {channel} of {name} at {version}"), SETTLE, |cb| {
+        cb.status.iter().flat_map(|s| s.channels.iter()).any(|c| c.name == channel && c.version == version)
+    })
+    .await?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn an_explicit_target_retires_at_once_and_cannot_go_back() -> anyhow::Result<()> {
     fixtures::install_crds().await?;
     support::with_namespace("retire", |client, ns| async move {
         let _controller = ControllerProcess::start(&ns).await?;
         create_core_build(&client, &ns, json!({"maxSupported": 5})).await?;
-        release(&client, &ns, "r1", "12.0.0", "Published").await?;
+        let a = release(&client, &ns, "r1", "12.0.0", "Published").await?;
         wait_phase(&client, &ns, "r1", Phase::Published).await?;
+        wait_channel(&client, &ns, "debian", "latest", "12.0.0").await?;
         let irs: Api<ImageRelease> = Api::namespaced(client.clone(), &ns);
         irs.patch("r1", &PatchParams::default(), &Patch::Merge(json!({"spec": {"target": "Retired"}}))).await?;
         let r = wait_phase(&client, &ns, "r1", Phase::Retired).await?;
@@ -123,9 +134,20 @@ async fn an_explicit_target_retires_at_once_and_cannot_go_back() -> anyhow::Resu
         }
         // By default the version tag stays pullable.
         let repo = format!("{ns}/core");
-        ensure!(fixtures::registry_digest(REGISTRY, &repo, "12.0.0", None).await?.is_some());
+        let digest_of = |tag: &'static str| {
+            let repo = repo.clone();
+            async move { fixtures::registry_digest(REGISTRY, &repo, tag, None).await }
+        };
+        ensure!(digest_of("12.0.0").await? == Some(a.clone()));
 
-        // With deleteRetiredTags, retiring deletes it.
+        // A newer release takes the channels.
+        let b = release(&client, &ns, "r2", "12.0.1", "Published").await?;
+        wait_phase(&client, &ns, "r2", Phase::Published).await?;
+        wait_channel(&client, &ns, "debian", "latest", "12.0.1").await?;
+        ensure!(digest_of("latest").await? == Some(b.clone()));
+
+        // With deleteRetiredTags, the retired release's tag goes: nothing else points at
+        // its digest. The policy holds for releases retired before it was switched on.
         let cbs: Api<CoreBuild> = Api::namespaced(client.clone(), &ns);
         cbs.patch(
             "debian",
@@ -133,26 +155,48 @@ async fn an_explicit_target_retires_at_once_and_cannot_go_back() -> anyhow::Resu
             &Patch::Merge(json!({"spec": {"lifecycle": {"deleteRetiredTags": true}}})),
         )
         .await?;
-        release(&client, &ns, "r2", "12.0.1", "Retired").await?;
-        let r2 = support::wait_for(&irs, "r2", "retired, its tag deleted", SETTLE, |r| {
-            phase(r) == Some(Phase::Retired) && r.status.as_ref().is_some_and(|s| s.published.is_empty())
-        })
-        .await?;
-        ensure!(r2.status.unwrap().published_at.is_some(), "it was published before");
-        ensure!(fixtures::registry_digest(REGISTRY, &repo, "12.0.1", None).await?.is_none(), "the version tag is gone");
-        // The policy holds for releases retired before it was switched on, too.
         support::wait_for(&irs, "r1", "r1's tag deleted", SETTLE, |r| {
             r.status.as_ref().is_some_and(|s| s.published.is_empty())
         })
         .await?;
-        ensure!(fixtures::registry_digest(REGISTRY, &repo, "12.0.0", None).await?.is_none());
-        // Each version was pushed to the catalog once, and nothing came back after its deletion.
+        ensure!(digest_of("12.0.0").await?.is_none(), "the version tag is gone");
+
+        // Another product publishes the same digest into the same repository.
+        let mut other = fixtures::local_core_build("other", &ns, &b);
+        other["spec"]["catalog"]["channels"] = json!(["13"]);
+        cbs.create(&PostParams::default(), &serde_json::from_value(other)?).await?;
+        let mut o1 = fixtures::release("o1", "other", "13.0.0");
+        o1["spec"]["target"] = json!("Published");
+        irs.create(&PostParams::default(), &serde_json::from_value(o1)?).await?;
+        wait_phase(&client, &ns, "o1", Phase::Published).await?;
+        wait_channel(&client, &ns, "other", "13", "13.0.0").await?;
+
+        // Retiring r2 would delete the manifest, and with it the other product's version
+        // and channel and this product's last channel tags: its tag stays, saying why.
+        irs.patch("r2", &PatchParams::default(), &Patch::Merge(json!({"spec": {"target": "Retired"}}))).await?;
+        let r2 = support::wait_for(&irs, "r2", "r2 retired, its tag kept", SETTLE, |r| {
+            phase(r) == Some(Phase::Retired)
+                && r.status.as_ref().is_some_and(|s| {
+                    coreforge::api::find_condition(&s.conditions, "Published")
+                        .is_some_and(|c| c.reason == "VersionTagKept")
+                })
+        })
+        .await?;
+        let st = r2.status.unwrap();
+        let kept = coreforge::api::find_condition(&st.conditions, "Published").unwrap().message.clone();
+        ensure!(kept.contains("12, 13, 13.0.0, latest"), "the condition names the other tags: {kept}");
+        ensure!(st.published == [format!("{REGISTRY}/{repo}:12.0.1")], "still pullable: {:?}", st.published);
+        for tag in ["12.0.1", "12", "latest", "13.0.0", "13"] {
+            ensure!(digest_of(tag).await? == Some(b.clone()), "{tag} still resolves to {b}");
+        }
+        // Each version was pushed to the catalog once, and one manifest was deleted: r1's.
         let writes = fixtures::registry_manifest_writes(&repo)?;
-        for version in ["12.0.0", "12.0.1"] {
+        for version in ["12.0.0", "12.0.1", "13.0.0"] {
             let pushes = writes.iter().filter(|w| **w == format!("PUT {version}")).count();
             ensure!(pushes == 1, "{version} pushed {pushes} times: {writes:#?}");
         }
-        ensure!(writes.last().is_some_and(|w| w.starts_with("DELETE ")), "{writes:#?}");
+        let deletes: Vec<_> = writes.iter().filter(|w| w.starts_with("DELETE ")).collect();
+        ensure!(deletes == [&format!("DELETE {a}")], "{writes:#?}");
         Ok(())
     })
     .await

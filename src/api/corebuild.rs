@@ -388,9 +388,10 @@ pub struct LifecyclePolicy {
     pub support_window: Option<String>,
     /// Delete a retired release's version tag from the catalog (every retired release,
     /// also those retired before this was set). Registries delete manifests, not tags, so
-    /// this deletes the manifest; it is skipped while a release that is not retired shares
-    /// the digest. Default false: retired releases leave every channel but stay pullable
-    /// by version.
+    /// this deletes the manifest, and only when no other tag of the repository (a channel,
+    /// another release's version, of any CoreBuild) resolves to it; else the tag stays and
+    /// the `Published` condition says `VersionTagKept`, naming those tags. Default false:
+    /// retired releases leave every channel but stay pullable by version.
     #[serde(default)]
     pub delete_retired_tags: bool,
 }

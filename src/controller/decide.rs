@@ -17,7 +17,7 @@ use crate::api::{
     Target, Transition, set_condition,
 };
 use crate::api::{CONTRACT_KEPT, ImageConfig, LifecyclePolicy, PUBLISHED, parse_duration};
-use crate::catalog::CatalogError;
+use crate::catalog::{CatalogError, TagDeletion};
 use crate::contract;
 use crate::lifecycle::{self, Sibling};
 use crate::results;
@@ -118,7 +118,7 @@ pub struct Observed {
     pub policy: Option<LifecyclePolicy>,
     /// The outcome of deleting a retired release's version tag (filled in by the edges
     /// when [`wants_tag_deletion`]).
-    pub tag_deletion: Option<Result<(), CatalogError>>,
+    pub tag_deletion: Option<Result<TagDeletion, CatalogError>>,
 }
 
 /// The digest whose presence in staging the edges must check: the one a successful build
@@ -142,14 +142,14 @@ pub fn wants_publication(release: &ImageRelease, siblings: &[Sibling]) -> bool {
         && contract_gate(release, siblings).incompatible.is_empty()
 }
 
-/// Whether the edges must delete a retired release's version tag: the policy says so, it
-/// still has published references, and no release that is not retired shares its digest.
-pub fn wants_tag_deletion(release: &ImageRelease, policy: Option<&LifecyclePolicy>, shared_digest: bool) -> bool {
+/// Whether the edges must delete a retired release's version tag: the policy says so and
+/// it still has published references. (The edges delete it only if no other tag of the
+/// repository resolves to its digest: see [`crate::catalog::delete_version_tag`].)
+pub fn wants_tag_deletion(release: &ImageRelease, policy: Option<&LifecyclePolicy>) -> bool {
     let st = release.status.as_ref();
     st.and_then(|s| s.phase) == Some(Phase::Retired)
         && policy.is_some_and(|p| p.delete_retired_tags)
         && st.is_some_and(|s| !s.published.is_empty())
-        && !shared_digest
 }
 
 /// The contract changes of a Verified release since the newest Published release of its
@@ -501,10 +501,25 @@ pub fn decide(release: &ImageRelease, observed: &Observed, now: &Time) -> Decisi
         Phase::Retired => {
             let at = cx.st.retired_at.as_ref().map(|t| t.0.to_string()).unwrap_or_default();
             match &observed.tag_deletion {
-                Some(Ok(())) => {
+                Some(Ok(TagDeletion::Deleted)) => {
                     let refs = std::mem::take(&mut cx.st.published).join(", ");
-                    cx.note(false, "VersionTagDeleted", format!("deleted {refs} (lifecycle.deleteRetiredTags)"));
+                    let msg = format!("deleted {refs} (lifecycle.deleteRetiredTags)");
+                    cx.condition(PUBLISHED, Some(false), "VersionTagDeleted", &msg);
+                    cx.note(false, "VersionTagDeleted", msg);
                     cx.headline("Retired", format!("retired at {at}; its version tag was deleted"));
+                }
+                Some(Ok(TagDeletion::Kept { by })) => {
+                    let refs = cx.st.published.join(", ");
+                    let msg = format!(
+                        "kept {refs}: deleting it would delete the manifest, and with it {} of the same repository, which resolve to the same digest",
+                        by.join(", ")
+                    );
+                    let before = crate::api::find_condition(&cx.st.conditions, PUBLISHED).map(|c| c.reason.clone());
+                    if before.as_deref() != Some("VersionTagKept") {
+                        cx.note(false, "VersionTagKept", msg.clone());
+                    }
+                    cx.condition(PUBLISHED, Some(true), "VersionTagKept", &msg);
+                    cx.headline("Retired", format!("retired at {at}; {msg}"));
                 }
                 Some(Err(e)) => cx.wait_for_catalog(PUBLISHED, e, "deleting the retired version tag"),
                 None => cx.headline("Retired", format!("retired at {at}; in no channel")),
@@ -832,6 +847,9 @@ fn lifecycle_steps(cx: &mut Ctx, observed: &Observed) {
             Phase::Retired => cx.st.retired_at = Some(cx.now.clone()),
             _ => {}
         }
+        // Channels take only Published releases: what is left is the version tag.
+        let version_tag = format!(":{}", crate::catalog::tag_of(&cx.release.spec.version));
+        cx.st.published.retain(|r| r.ends_with(&version_tag));
         cx.transition(step.phase, step.reason, step.message);
     }
 }

@@ -671,3 +671,41 @@ fn a_failed_builds_message_keeps_the_end_of_its_log() {
     assert!(message.ends_with("exit status 3"), "{message}");
     assert!(message.len() < 1200, "{} bytes", message.len());
 }
+
+#[test]
+fn a_retired_release_leaves_its_channels_and_keeps_a_tag_others_resolve_to() {
+    let r = verified(Target::Published);
+    let mut o = stored(1);
+    o.publication = Some(Ok(DIGEST.into()));
+    o.channels = vec!["12".into(), "latest".into()];
+    let published = apply(r.clone(), &decide(&r, &o, &at(40)));
+    assert_eq!(published.status.as_ref().unwrap().published.len(), 3);
+    // Retired at once: only the version tag is left of its references.
+    let mut retiring = published.clone();
+    retiring.spec.target = Target::Retired;
+    o.publication = None;
+    o.policy = Some(crate::api::LifecyclePolicy { delete_retired_tags: true, ..Default::default() });
+    let retired = apply(retiring.clone(), &decide(&retiring, &o, &at(50)));
+    let st = retired.status.as_ref().unwrap();
+    assert_eq!(st.phase, Some(Phase::Retired));
+    assert_eq!(st.published, ["registry.local/core/debian:12.7.0"]);
+    assert!(wants_tag_deletion(&retired, o.policy.as_ref()));
+    // Other tags resolve to its digest: the tag stays, the condition names them, once.
+    o.tag_deletion = Some(Ok(TagDeletion::Kept { by: vec!["13".into(), "13.0.0".into()] }));
+    let d = decide(&retired, &o, &at(60));
+    let (value, reason, message) = cond(&d, PUBLISHED);
+    assert_eq!((value, reason), ("True", "VersionTagKept"));
+    assert!(message.contains("13, 13.0.0"), "{message}");
+    assert_eq!(d.status.published, ["registry.local/core/debian:12.7.0"]);
+    assert_eq!(d.notes.iter().filter(|n| n.reason == "VersionTagKept").count(), 1);
+    let kept = apply(retired.clone(), &d);
+    let again = decide(&kept, &o, &at(70));
+    assert!(again.notes.is_empty(), "{:?}", again.notes);
+    assert!(!status_changed(kept.status.as_ref(), &again.status));
+    // Once nothing else points at it, it is deleted.
+    o.tag_deletion = Some(Ok(TagDeletion::Deleted));
+    let d = decide(&kept, &o, &at(80));
+    assert!(d.status.published.is_empty());
+    assert_eq!(cond(&d, PUBLISHED).0, "False");
+    assert!(d.notes.iter().any(|n| n.reason == "VersionTagDeleted"));
+}

@@ -267,15 +267,20 @@ async fn observe(ctx: &Context, ns: &str, release: &ImageRelease) -> Result<Obse
         );
     }
     let phase = release.status.as_ref().and_then(|s| s.phase);
-    let mut shared_digest = false;
+    let digest = release.status.as_ref().and_then(|s| s.digest.clone());
+    // Retired versions of the same CoreBuild on the same digest: their tags go with it.
+    let mut retired_on_digest = Vec::new();
     if matches!(phase, Some(Phase::Verified | Phase::Published | Phase::Deprecated | Phase::Retired)) {
         let mut others = caches.releases_of(ns, &release.spec.core_build);
         others.retain(|r| r.metadata.name != release.metadata.name);
-        let digest = release.status.as_ref().and_then(|s| s.digest.clone());
-        shared_digest = others.iter().any(|r| {
-            let st = r.status.as_ref();
-            st.and_then(|s| s.digest.clone()) == digest && st.and_then(|s| s.phase) != Some(Phase::Retired)
-        });
+        retired_on_digest = others
+            .iter()
+            .filter(|r| {
+                let st = r.status.as_ref();
+                st.and_then(|s| s.digest.clone()) == digest && st.and_then(|s| s.phase) == Some(Phase::Retired)
+            })
+            .map(|r| r.spec.version.clone())
+            .collect();
         observed.siblings = others.iter().filter_map(|r| Sibling::of(r)).collect();
     }
     if wants_publication(release, &observed.siblings)
@@ -301,12 +306,13 @@ async fn observe(ctx: &Context, ns: &str, release: &ImageRelease) -> Result<Obse
             .map(|c| c.name.clone())
             .collect();
     }
-    if wants_tag_deletion(release, observed.policy.as_ref(), shared_digest)
-        && let Some(digest) = release.status.as_ref().and_then(|s| s.digest.clone())
+    if wants_tag_deletion(release, observed.policy.as_ref())
+        && let Some(digest) = digest
     {
+        let version = &release.spec.version;
         observed.tag_deletion = Some(
             with_registry(&ctx.registries, ns, catalog, |r| async move {
-                Ok(r.delete_manifest(&catalog.repository, &digest).await?)
+                catalog::delete_version_tag(&r, catalog, &digest, version, &retired_on_digest).await
             })
             .await?,
         );
