@@ -43,6 +43,18 @@ enum Command {
         /// that variant); repeat the flag, or comma-separate.
         #[arg(long = "allow-builder-capability", env = "COREFORGE_ALLOW_BUILDER_CAPABILITIES", value_delimiter = ',')]
         allow_builder_capabilities: Vec<String>,
+        /// A builder image a CoreBuild may name besides the default: a repository (any tag
+        /// or digest of it) or a prefix ending in `/`; repeat the flag, or comma-separate.
+        #[arg(long = "allow-builder-image", env = "COREFORGE_ALLOW_BUILDER_IMAGES", value_delimiter = ',')]
+        allow_builder_images: Vec<String>,
+        /// A ServiceAccount a CoreBuild's builder or tester may run as (default: none but
+        /// the namespace's `default`); repeat the flag, or comma-separate.
+        #[arg(
+            long = "allow-builder-service-account",
+            env = "COREFORGE_ALLOW_BUILDER_SERVICE_ACCOUNTS",
+            value_delimiter = ','
+        )]
+        allow_builder_service_accounts: Vec<String>,
         /// Let a CoreBuild's builder or tester run privileged.
         #[arg(long, env = "COREFORGE_ALLOW_PRIVILEGED_BUILDERS")]
         allow_privileged_builders: bool,
@@ -89,6 +101,8 @@ fn main() -> anyhow::Result<()> {
             lease_duration,
             builder_image,
             allow_builder_capabilities,
+            allow_builder_images,
+            allow_builder_service_accounts,
             allow_privileged_builders,
             user_namespaced_builders,
             max_concurrent_reconciles,
@@ -120,7 +134,9 @@ fn main() -> anyhow::Result<()> {
                     privileges: coreforge::privileges::Privileges::new(
                         allow_builder_capabilities,
                         allow_privileged_builders,
-                    ),
+                    )
+                    .with_builder_images(allow_builder_images)
+                    .with_service_accounts(allow_builder_service_accounts),
                     user_namespaced_builders,
                 };
                 let settings = coreforge::controller::Settings {

@@ -360,13 +360,34 @@ async fn a_builder_asking_for_more_than_the_administrator_allows_gets_no_pod() -
         let mut cb = fixtures::local_core_build("debian", &ns, &digest);
         cb["spec"]["builder"]["securityContext"] = json!({"privileged": true, "capabilities": {"add": ["SYS_ADMIN"]}});
         apply(&client, &ns, cb, fixtures::release("r", "debian", "12.7.0")).await?;
-        let r = wait_phase(&client, &ns, "r", Phase::Failed).await?;
-        let built = condition(&r, "Built");
-        ensure!(built.status == "False" && built.reason == "PrivilegesNotAllowed", "{built:?}");
-        for needle in ["spec.builder.securityContext.privileged", "--allow-privileged-builders", "SYS_ADMIN"] {
-            ensure!(built.message.contains(needle), "{needle:?} missing from {built:?}");
+        // Another image as the builder, and the pods run as another ServiceAccount.
+        let mut other = fixtures::local_core_build("other", &ns, &digest);
+        other["spec"]["builder"]["image"] = json!("evil.example/miner:1");
+        other["spec"]["builder"]["serviceAccountName"] = json!("deployer");
+        other["spec"]["tester"]["serviceAccountName"] = json!("deployer");
+        apply(&client, &ns, other, fixtures::release("o", "other", "1.0.0")).await?;
+        let expected = [
+            ("r", &["spec.builder.securityContext.privileged", "--allow-privileged-builders", "SYS_ADMIN"][..]),
+            (
+                "o",
+                &[
+                    "spec.builder.image evil.example/miner:1",
+                    "--allow-builder-image",
+                    "spec.builder.serviceAccountName is deployer",
+                    "spec.tester.serviceAccountName is deployer",
+                    "--allow-builder-service-account",
+                ][..],
+            ),
+        ];
+        for (name, needles) in expected {
+            let r = wait_phase(&client, &ns, name, Phase::Failed).await?;
+            let built = condition(&r, "Built");
+            ensure!(built.status == "False" && built.reason == "PrivilegesNotAllowed", "{built:?}");
+            for needle in needles {
+                ensure!(built.message.contains(needle), "{needle:?} missing from {built:?}");
+            }
+            ensure!(condition(&r, "Stalled").status == "True");
         }
-        ensure!(condition(&r, "Stalled").status == "True");
         ensure!(jobs(&client, &ns).await?.is_empty(), "no Job, so no pod, for a refused builder");
 
         // The administrator allows exactly that; a retry then creates the build pod as asked.

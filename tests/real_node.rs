@@ -58,11 +58,21 @@ impl RealNode {
         json!({"nodeSelector": {key: value}, "tolerations": [{"key": taint, "operator": "Exists"}]})
     }
 
-    /// A controller for `ns` whose default builder is the environment's builder image.
+    /// A controller for `ns` whose default builder is the environment's builder image,
+    /// and which lets CoreBuilds name any builder image of the namespace's repositories in
+    /// the local registry.
     async fn controller(&self, ns: &str) -> anyhow::Result<ControllerProcess> {
+        let own_builders = format!("{}/{ns}/", self.registry());
         ControllerProcess::start_with(
             ns,
-            &["--http-addr", "127.0.0.1:0", "--builder-image", &self.images["BUILDER_IMAGE"]],
+            &[
+                "--http-addr",
+                "127.0.0.1:0",
+                "--builder-image",
+                &self.images["BUILDER_IMAGE"],
+                "--allow-builder-image",
+                &own_builders,
+            ],
         )
         .await
     }

@@ -128,7 +128,8 @@ fn default_containerfile_key() -> String {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct Builder {
-    /// Builder image. Defaults to the buildah image named in the README.
+    /// Builder image. Defaults to the controller's builder (a buildah image); another only
+    /// if the controller's administrator allows it (`--allow-builder-image`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 512))]
     pub image: Option<String>,
@@ -152,7 +153,8 @@ pub struct PodSettings {
     /// Compute resources of the pod's container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
-    /// ServiceAccount the pod runs as (default: the namespace's `default`).
+    /// ServiceAccount the pod runs as (default: the namespace's `default`). Only those the
+    /// controller's administrator allows (`--allow-builder-service-account`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253), pattern(pattern::DNS1123_SUBDOMAIN))]
     pub service_account_name: Option<String>,

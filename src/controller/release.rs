@@ -248,7 +248,8 @@ async fn observe(ctx: &Context, ns: &str, release: &ImageRelease) -> Result<Obse
         None => {}
     }
     if let Some(Ok(snap)) = &observed.snapshot {
-        observed.privileges_refused = privileges::refusal(&snap.spec, &ctx.pods.privileges, snap.user_namespace);
+        observed.privileges_refused =
+            privileges::refusal(&snap.spec, &ctx.pods.privileges, snap.user_namespace, &ctx.pods.builder_image);
     }
     if fresh_attempt {
         // Nothing of an attempt without a stored snapshot exists yet: no Job to observe.
