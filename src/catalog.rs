@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
 
 use crate::api::{Catalog, ChannelStatus, Phase};
+use crate::fence::Fence;
 use crate::registry::{Credentials, Registry, RegistryError};
 
 /// Why the catalog could not be used.
@@ -63,6 +64,8 @@ pub const CREDENTIALS_TTL: Duration = Duration::from_secs(60);
 /// [`CREDENTIALS_TTL`].
 pub struct Registries {
     client: Client,
+    /// What every registry write passes.
+    fence: Fence,
     pool: Mutex<HashMap<PoolKey, (Arc<Registry>, Instant)>>,
 }
 
@@ -70,9 +73,10 @@ pub struct Registries {
 type PoolKey = (Option<(String, String)>, bool, bool);
 
 impl Registries {
-    /// A pool reading credentials Secrets with `client`.
-    pub fn new(client: Client) -> Self {
-        Self { client, pool: Mutex::default() }
+    /// A pool reading credentials Secrets with `client`, whose clients write only while
+    /// `fence` lets them.
+    pub fn new(client: Client, fence: Fence) -> Self {
+        Self { client, fence, pool: Mutex::default() }
     }
 
     /// The registry client for a catalog of namespace `ns`, with the credentials of its
@@ -98,7 +102,7 @@ impl Registries {
                 Err(e) => return Ok(Err(e)),
             },
         };
-        let registry = Arc::new(Registry::new(catalog.tls.as_ref(), credentials));
+        let registry = Arc::new(Registry::new(catalog.tls.as_ref(), credentials).fenced(self.fence.clone()));
         if let Ok(mut pool) = self.pool.lock() {
             pool.retain(|k, (_, made)| fresh(k, made));
             pool.insert(key, (registry.clone(), Instant::now()));

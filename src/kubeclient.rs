@@ -1,7 +1,7 @@
 //! The controller's Kubernetes client: every request counted by verb and resource
-//! (`coreforge_kube_requests_total`), and all of them held to a client-side rate limit
-//! (a token bucket, as client-go's), so that a burst of work never crowds the API
-//! server's other clients out.
+//! (`coreforge_kube_requests_total`), all of them held to a client-side rate limit (a
+//! token bucket, as client-go's), so that a burst of work never crowds the API server's
+//! other clients out, and every write held to the leader's [`Fence`].
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,6 +15,7 @@ use tokio::time::{Instant, Sleep};
 use tower::util::MapRequestLayer;
 use tower::{Layer, Service};
 
+use crate::fence::Fence;
 use crate::metrics::METRICS;
 
 /// Default of `--kube-api-qps`: starting a release takes four requests (snapshot, build
@@ -27,9 +28,11 @@ pub const DEFAULT_BURST: u32 = 400;
 
 /// A client for `config` sending on average at most `qps` requests per second, and at
 /// most `burst` at once after a quiet spell (watches included: a watch is one request
-/// however long it lasts).
-pub fn build(config: Config, qps: u32, burst: u32) -> kube::Result<Client> {
+/// however long it lasts). A write leaves only while `fence` lets it, checked right
+/// before it is sent (after any wait for the rate limit).
+pub fn build(config: Config, qps: u32, burst: u32, fence: Fence) -> kube::Result<Client> {
     Ok(ClientBuilder::try_from(config)?
+        .with_layer(&FenceLayer(fence))
         .with_layer(&MapRequestLayer::new(count))
         .with_layer(&ThrottleLayer { qps, burst })
         .build())
@@ -46,6 +49,49 @@ fn count(req: Request<Body>) -> Request<Body> {
     METRICS.kube_requests.with_label_values(&[verb, &resource]).inc();
     req
 }
+
+/// Refuses writes the fence does not let through.
+struct FenceLayer(Fence);
+
+impl<S> Layer<S> for FenceLayer {
+    type Service = Fenced<S>;
+
+    fn layer(&self, inner: S) -> Fenced<S> {
+        Fenced { inner, fence: self.0.clone() }
+    }
+}
+
+struct Fenced<S> {
+    inner: S,
+    fence: Fence,
+}
+
+impl<S> Service<Request<Body>> for Fenced<S>
+where
+    S: Service<Request<Body>>,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+    S::Response: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let write = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+        if write && let Err(fenced) = self.fence.check() {
+            return Box::pin(std::future::ready(Err(fenced.into())));
+        }
+        let response = self.inner.call(req);
+        Box::pin(async move { response.await.map_err(Into::into) })
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Holds requests to a token bucket.
 struct ThrottleLayer {

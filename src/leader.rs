@@ -6,8 +6,12 @@
 //! measured on the candidate's own clock (so clock skew between replicas does not matter).
 //! Every write is a replace carrying the resourceVersion that was read, so of two
 //! candidates racing for an expired Lease exactly one wins. The leader renews every
-//! `renew_every`; if it cannot renew within the lease duration it has lost the Lease, and
-//! the process exits so that it restarts as a follower with a clean slate. A leader that
+//! `renew_every`, each round bounded by a timeout; if it cannot renew within
+//! `renew_deadline` (shorter than the lease duration) it has lost the Lease, and the
+//! process exits so that it restarts as a follower with a clean slate. Its writes stop
+//! earlier still: the [`Fence`] every write passes closes at the renew deadline on the
+//! leader's own monotonic clock, before any follower may take over, even if the process
+//! was paused and its reconciles run on for a moment before it notices. A leader that
 //! stops on purpose (SIGTERM: a rollout, a drain, a deleted pod) releases the Lease after
 //! its controllers have stopped, so a follower takes over at its next look instead of
 //! waiting out the lease duration.
@@ -20,6 +24,7 @@ use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
 use tracing::{debug, info, warn};
 
+use crate::fence::Fence;
 use crate::metrics::METRICS;
 
 /// Settings of the election.
@@ -35,6 +40,25 @@ pub struct Election {
     pub lease_duration: Duration,
     /// How often the leader renews, and a follower looks again.
     pub renew_every: Duration,
+    /// How long after the start of its last successful renewal the leader may go on
+    /// writing; less than `lease_duration`, so it stops before a follower may start.
+    pub renew_deadline: Duration,
+}
+
+impl Election {
+    /// An election for `identity` on Lease `lease_name` in `namespace`, with client-go's
+    /// proportions: renew every third of the lease duration, stop writing after two
+    /// thirds of it without a renewal.
+    pub fn new(lease_name: String, namespace: String, identity: String, lease_duration: Duration) -> Self {
+        Self {
+            lease_name,
+            namespace,
+            identity,
+            lease_duration,
+            renew_every: (lease_duration / 3).max(Duration::from_millis(500)),
+            renew_deadline: lease_duration * 2 / 3,
+        }
+    }
 }
 
 /// What a candidate knows of the Lease.
@@ -49,6 +73,10 @@ pub struct Candidate {
     api: Api<Lease>,
     election: Election,
     observed: Option<Observed>,
+    /// Opened until the renew deadline by each successful renewal.
+    fence: Fence,
+    /// When the last successful acquisition or renewal started.
+    renewed_at: Option<Instant>,
 }
 
 fn now() -> MicroTime {
@@ -56,10 +84,27 @@ fn now() -> MicroTime {
 }
 
 impl Candidate {
-    /// A candidate in `election`.
-    pub fn new(client: Client, election: Election) -> Self {
+    /// A candidate in `election`, which opens `fence` while it leads.
+    pub fn new(client: Client, election: Election, fence: Fence) -> Self {
         let api = Api::namespaced(client, &election.namespace);
-        Candidate { api, election, observed: None }
+        Candidate { api, election, observed: None, fence, renewed_at: None }
+    }
+
+    /// One round of [`Candidate::try_lead`], given at most `limit`: whether this replica
+    /// leads now, or why it could not tell. A success opens the fence until the renew
+    /// deadline, counted from the round's start.
+    async fn round(&mut self, limit: Duration) -> Result<bool, String> {
+        let started = Instant::now();
+        let outcome = match tokio::time::timeout(limit, self.try_lead()).await {
+            Ok(Ok(leads)) => Ok(leads),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer from the API server within {limit:?}")),
+        };
+        if outcome == Ok(true) {
+            self.renewed_at = Some(started);
+            self.fence.extend(started + self.election.renew_deadline);
+        }
+        outcome
     }
 
     fn lease(&self, holder: &str, transitions: i32, acquired: Option<MicroTime>) -> LeaseSpec {
@@ -73,9 +118,8 @@ impl Candidate {
         }
     }
 
-    /// One round: acquires or renews the Lease if it can. Returns whether this replica
-    /// leads now.
-    pub async fn try_lead(&mut self) -> Result<bool, kube::Error> {
+    /// Acquires or renews the Lease if it can. Returns whether this replica leads now.
+    async fn try_lead(&mut self) -> Result<bool, kube::Error> {
         let me = self.election.identity.clone();
         let Some(mut lease) = self.api.get_opt(&self.election.lease_name).await? else {
             let lease = Lease {
@@ -127,7 +171,7 @@ impl Candidate {
     /// Waits until this replica leads. Readiness reports a follower meanwhile.
     pub async fn acquire(&mut self) {
         loop {
-            match self.try_lead().await {
+            match self.round(self.election.renew_deadline).await {
                 Ok(true) => {
                     info!(identity = %self.election.identity, lease = %self.election.lease_name, "leading");
                     METRICS.leader.set(1);
@@ -144,25 +188,27 @@ impl Candidate {
         }
     }
 
-    /// Renews the Lease until it is lost; returns when it is.
+    /// Renews the Lease until it is lost, or not renewed within the renew deadline;
+    /// returns then, with the fence closed.
     pub async fn keep(&mut self) {
-        let mut last_renewal = Instant::now();
         loop {
             tokio::time::sleep(self.election.renew_every).await;
-            match self.try_lead().await {
-                Ok(true) => last_renewal = Instant::now(),
+            let deadline = self.renewed_at.unwrap_or_else(Instant::now) + self.election.renew_deadline;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                warn!(deadline = ?self.election.renew_deadline, "the lease was not renewed in time");
+                break;
+            }
+            match self.round(left).await {
+                Ok(true) => {}
                 Ok(false) => {
                     warn!("another replica holds the lease now");
                     break;
                 }
-                Err(e) => {
-                    warn!(error = %e, "could not renew the lease");
-                    if last_renewal.elapsed() >= self.election.lease_duration {
-                        break;
-                    }
-                }
+                Err(e) => warn!(error = %e, "could not renew the lease"),
             }
         }
+        self.fence.close();
         METRICS.leader.set(0);
     }
 
@@ -170,8 +216,10 @@ impl Candidate {
     /// client-go's `ReleaseOnCancel` does), so that the next candidate to look takes it.
     /// Only a leader whose controllers have stopped may call this.
     pub async fn release(&mut self) {
+        self.fence.close();
         let me = self.election.identity.as_str();
-        let result = async {
+        let limit = self.election.renew_deadline;
+        let result = tokio::time::timeout(limit, async {
             let Some(mut lease) = self.api.get_opt(&self.election.lease_name).await? else { return Ok(false) };
             let spec = lease.spec.get_or_insert_with(Default::default);
             if spec.holder_identity.as_deref() != Some(me) {
@@ -182,12 +230,13 @@ impl Candidate {
             spec.renew_time = Some(now());
             // Carries the resourceVersion read: if someone took it meanwhile, theirs stands.
             self.api.replace(&self.election.lease_name, &PostParams::default(), &lease).await.map(|_| true)
-        }
+        })
         .await;
         match result {
-            Ok(true) => info!(lease = %self.election.lease_name, "released the lease"),
-            Ok(false) => {}
-            Err(e) => warn!(error = %e, "could not release the lease; a follower takes over when it expires"),
+            Ok(Ok(true)) => info!(lease = %self.election.lease_name, "released the lease"),
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => warn!(error = %e, "could not release the lease; a follower takes over when it expires"),
+            Err(_) => warn!(?limit, "no answer releasing the lease; a follower takes over when it expires"),
         }
         METRICS.leader.set(0);
     }

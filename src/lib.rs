@@ -8,6 +8,7 @@
 //! - [`privileges`]: what an administrator lets a CoreBuild's pods ask for;
 //! - [`results`]: parsing what Jobs report; [`contract`]: judging it against the contract;
 //! - [`snapshot`]: the frozen CoreBuild an attempt is made from; [`names`]: child names;
+//! - [`fence`]: the leader's right to write, which every write passes;
 //! - [`telemetry`]: logging set-up.
 
 pub mod api;
@@ -15,6 +16,7 @@ pub mod catalog;
 pub mod contract;
 pub mod controller;
 pub mod crdgen;
+pub mod fence;
 pub mod http;
 pub mod jobs;
 pub mod kubeclient;

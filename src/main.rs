@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use coreforge::fence::Fence;
 use coreforge::telemetry::LogFormat;
 
 /// coreforge: build, test, publish and retire core images as products.
@@ -120,15 +121,12 @@ fn main() -> anyhow::Result<()> {
                 // Names every request in audit logs and apiserver metrics as ours, and whose.
                 let agent = format!("coreforge/{} ({identity})", env!("CARGO_PKG_VERSION"));
                 config.headers.push((http::header::USER_AGENT, http::HeaderValue::from_str(&agent)?));
-                let client = coreforge::kubeclient::build(config.clone(), kube_api_qps, kube_api_burst)?;
+                // With leader election, writes wait for the Lease, and stop when it lapses.
+                let fence = if leader_elect { Fence::closed() } else { Fence::open() };
+                let client = coreforge::kubeclient::build(config.clone(), kube_api_qps, kube_api_burst, fence.clone())?;
                 let lease_client = coreforge::kubeclient::build_unlimited(config)?;
-                let election = leader_elect.then(|| coreforge::leader::Election {
-                    lease_name,
-                    namespace: lease_namespace,
-                    identity,
-                    lease_duration,
-                    renew_every: (lease_duration / 3).max(std::time::Duration::from_millis(500)),
-                });
+                let election = leader_elect
+                    .then(|| coreforge::leader::Election::new(lease_name, lease_namespace, identity, lease_duration));
                 let pods = coreforge::controller::release::PodConfig {
                     builder_image,
                     privileges: coreforge::privileges::Privileges::new(
@@ -145,6 +143,7 @@ fn main() -> anyhow::Result<()> {
                     election,
                     pods,
                     concurrency: max_concurrent_reconciles,
+                    fence,
                 };
                 coreforge::controller::run(client, lease_client, settings, coreforge::controller::shutdown_signal())
                     .await

@@ -20,6 +20,7 @@ use oci_client::{Client, Reference, RegistryOperation};
 use serde::Deserialize;
 
 use crate::api::{ImageConfig, RegistryTls};
+use crate::fence::Fence;
 use crate::metrics;
 
 const MANIFEST_TYPES: [&str; 4] =
@@ -202,6 +203,8 @@ pub struct Registry {
     /// For what `oci-client` does not do (deleting manifests).
     http: reqwest::Client,
     scheme: &'static str,
+    /// What every manifest write and delete passes (open unless [`Registry::fenced`]).
+    fence: Fence,
 }
 
 #[derive(Deserialize)]
@@ -263,7 +266,19 @@ impl Registry {
             .user_agent(concat!("coreforge/", env!("CARGO_PKG_VERSION")))
             .build()
             .unwrap_or_default();
-        Registry { client: Client::new(config), credentials, http, scheme: if insecure { "http" } else { "https" } }
+        let scheme = if insecure { "http" } else { "https" };
+        Registry { client: Client::new(config), credentials, http, scheme, fence: Fence::open() }
+    }
+
+    /// The same client, whose manifest writes and deletes pass `fence`.
+    pub fn fenced(mut self, fence: Fence) -> Self {
+        self.fence = fence;
+        self
+    }
+
+    /// Whether this client may write now.
+    fn may_write(&self, registry: &str) -> Result<(), RegistryError> {
+        self.fence.check().map_err(|e| RegistryError::Other { registry: registry.to_string(), message: e.to_string() })
     }
 
     /// Runs `op` up to three times, backing off 0.5 s, then 1 s, on transient failures;
@@ -482,6 +497,7 @@ impl Registry {
             message: format!("bad media type: {e}"),
         })?;
         self.retry("put_manifest", || async {
+            self.may_write(dst.registry())?;
             self.client
                 .push_manifest_raw(&target, bytes.clone(), content_type.clone())
                 .await
@@ -501,6 +517,7 @@ impl Registry {
         let url = format!("{}://{}/v2/{}/manifests/{digest}", self.scheme, r.resolve_registry(), r.repository());
         let result = self
             .retry("delete_manifest", || async {
+                self.may_write(r.registry())?;
                 let mut request = self.http.delete(&url);
                 request = match (&token, &auth) {
                     (Some(t), _) => request.bearer_auth(t),

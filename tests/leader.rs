@@ -1,6 +1,7 @@
 //! Leader election with two controller processes on the real API server: only the leader
 //! writes; when it is killed, the follower takes over and the in-flight release completes
-//! exactly once; when it is stopped, it gives the Lease up first.
+//! exactly once; when it is paused past its lease, it writes nothing once the follower
+//! has taken over, and exits; when it is stopped, it gives the Lease up first.
 
 mod fixtures;
 mod support;
@@ -106,6 +107,98 @@ async fn a_stopped_leader_gives_the_lease_up_for_the_follower() -> anyhow::Resul
         let holder = leases.get("coreforge").await?.spec.and_then(|s| s.holder_identity);
         ensure!(holder.as_deref() != Some("leader-a"), "the Lease still names the stopped leader: {holder:?}");
         readyz(&b_addr, "ok\n", support::secs(30)).await?;
+        Ok(())
+    })
+    .await
+}
+
+/// A leader frozen (SIGSTOP) past its lease while it had work in flight: the follower
+/// takes over and finishes the work; when the old leader runs again, its renew deadline
+/// has passed, so it writes nothing (the audit log shows none of its writes after the
+/// new leader's first) and exits to start again as a follower.
+#[tokio::test]
+async fn a_leader_paused_past_its_lease_writes_nothing_after_the_new_leader_starts() -> anyhow::Result<()> {
+    fixtures::install_crds().await?;
+    support::with_namespace("leader-pause", |client, ns| async move {
+        let (a, a_addr) = start(&ns, "leader-a").await?;
+        readyz(&a_addr, "ok\n", support::secs(30)).await?;
+        let (_b, b_addr) = start(&ns, "leader-b").await?;
+        readyz(&b_addr, "ok: follower\n", support::secs(30)).await?;
+
+        let digest = fixtures::seed_image(&fixtures::staging(&ns)).await?;
+        let mut cb = fixtures::local_core_build("debian", &ns, &digest);
+        cb["spec"]["builder"]["podAnnotations"]["sim.coreforge.dev/run-seconds"] = json!("8");
+        let cbs: Api<CoreBuild> = Api::namespaced(client.clone(), &ns);
+        cbs.create(&PostParams::default(), &serde_json::from_value(cb)?).await?;
+        let irs: Api<ImageRelease> = Api::namespaced(client.clone(), &ns);
+        irs.create(&PostParams::default(), &serde_json::from_value(fixtures::release("r", "debian", "12.7.0"))?)
+            .await?;
+        let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
+        support::wait_for(&jobs, "r-a1-build", "the build Job to run", support::secs(60), |j| {
+            j.status.as_ref().and_then(|s| s.active).unwrap_or(0) > 0
+        })
+        .await?;
+
+        // Frozen with a build running; more work arrives while it is.
+        a.signal("STOP")?;
+        irs.create(&PostParams::default(), &serde_json::from_value(fixtures::release("r2", "debian", "12.8.0"))?)
+            .await?;
+        readyz(&b_addr, "ok\n", LEASE * 3).await?;
+        for name in ["r", "r2"] {
+            support::wait_for(&irs, name, "Verified under the new leader", support::secs(120), |r| {
+                r.status.as_ref().and_then(|s| s.phase) == Some(Phase::Verified)
+            })
+            .await?;
+        }
+
+        // Running again, it finds its deadline passed, and exits without writing.
+        a.signal("CONT")?;
+        let status = a.exited(support::secs(30)).await?;
+        ensure!(!status.success(), "the old leader exits with an error, to restart as a follower: {status}");
+        let writes: Vec<String> =
+            fixtures::controller_writes(&ns)?.into_iter().filter(|w| !w.contains(" leases/")).collect();
+        let first_b = writes.iter().position(|w| w.contains("(leader-b)")).expect("B wrote after taking over");
+        ensure!(
+            writes[..first_b].iter().any(|w| w.contains("(leader-a)")),
+            "A wrote while it led:\n{}",
+            writes.join("\n")
+        );
+        let late: Vec<_> = writes[first_b..].iter().filter(|w| w.contains("(leader-a)")).collect();
+        ensure!(late.is_empty(), "the paused leader wrote after the new leader's first write:\n{}", writes.join("\n"));
+        let mut names: Vec<String> =
+            jobs.list(&ListParams::default()).await?.items.into_iter().filter_map(|j| j.metadata.name).collect();
+        names.sort();
+        ensure!(names == ["r-a1-build", "r-a1-test", "r2-a1-build", "r2-a1-test"], "one Job per kind: {names:?}");
+        Ok(())
+    })
+    .await
+}
+
+/// The fence every write of the controller's client passes: closed (no lease, or a lease
+/// not renewed in time) it refuses writes before they leave, and lets reads through.
+#[tokio::test]
+async fn writes_pass_the_fence_only_while_it_is_open() -> anyhow::Result<()> {
+    support::with_namespace("fence", |_client, ns| async move {
+        use coreforge::fence::Fence;
+        use k8s_openapi::api::core::v1::ConfigMap;
+        let fence = Fence::closed();
+        let client = coreforge::kubeclient::build(support::config().await?, 50, 100, fence.clone())?;
+        let cms: Api<ConfigMap> = Api::namespaced(client, &ns);
+        let cm = |name: &str| -> anyhow::Result<ConfigMap> {
+            Ok(serde_json::from_value(json!({"metadata": {"name": name}, "data": {"k": "v"}}))?)
+        };
+        let refused = cms.create(&PostParams::default(), &cm("while-closed")?).await.expect_err("fenced");
+        ensure!(refused.to_string().contains("could not renew its leader lease"), "{refused}");
+        let listed = cms.list(&ListParams::default()).await?.items;
+        ensure!(listed.iter().all(|c| c.metadata.name.as_deref() != Some("while-closed")), "reads pass; no write");
+        fence.extend(Instant::now() + Duration::from_secs(60));
+        cms.create(&PostParams::default(), &cm("while-open")?).await?;
+        fence.extend(Instant::now() - Duration::from_millis(1));
+        ensure!(cms.create(&PostParams::default(), &cm("after-the-deadline")?).await.is_err(), "fenced again");
+        let names: Vec<_> =
+            cms.list(&ListParams::default()).await?.items.into_iter().filter_map(|c| c.metadata.name).collect();
+        ensure!(names.contains(&"while-open".to_string()), "{names:?}");
+        ensure!(!names.iter().any(|n| n == "while-closed" || n == "after-the-deadline"), "{names:?}");
         Ok(())
     })
     .await

@@ -53,6 +53,9 @@ pub struct Settings {
     /// How many releases (and, apart, CoreBuilds) are reconciled at once, per watched
     /// namespace.
     pub concurrency: u16,
+    /// What every write passes: open, or opened by the leader election while this
+    /// replica leads.
+    pub fence: crate::fence::Fence,
 }
 
 /// Default of [`Settings::concurrency`].
@@ -116,7 +119,7 @@ pub async fn run(client: Client, lease_client: Client, settings: Settings, shutd
     let mut candidate = match settings.election.clone() {
         None => None,
         Some(election) => {
-            let mut candidate = crate::leader::Candidate::new(lease_client, election);
+            let mut candidate = crate::leader::Candidate::new(lease_client, election, settings.fence.clone());
             tokio::select! {
                 _ = candidate.acquire() => {}
                 _ = shutdown.clone() => return finish(server).await,
@@ -170,7 +173,7 @@ async fn finish(server: tokio::task::JoinHandle<anyhow::Result<()>>) -> anyhow::
 async fn run_controllers(client: Client, settings: &Settings, shutdown: Shutdown) -> anyhow::Result<()> {
     let reporter = Reporter { controller: "coreforge".into(), instance: std::env::var("POD_NAME").ok() };
     let recorder = Recorder::new(client.clone(), reporter);
-    let registries = Arc::new(Registries::new(client.clone()));
+    let registries = Arc::new(Registries::new(client.clone(), settings.fence.clone()));
     let undecodable = Arc::new(decode::Undecodable::new(recorder.clone()));
     let scopes: Vec<Option<&str>> = if settings.namespaces.is_empty() {
         vec![None]
