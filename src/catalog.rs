@@ -153,7 +153,11 @@ pub async fn publish(
     match registry.manifest_digest(&reference).await? {
         Some(existing) if existing == digest => Ok(existing),
         Some(existing) => Err(CatalogError::Conflict { reference, existing }),
-        None => Ok(registry.copy(&catalog.staging_repository, digest, &catalog.repository, &tag).await?),
+        None => {
+            let copied = registry.copy(&catalog.staging_repository, digest, &catalog.repository, &tag).await?;
+            crate::failpoint::hit("published").await;
+            Ok(copied)
+        }
     }
 }
 
@@ -203,6 +207,7 @@ pub async fn delete_version_tag(
         return Ok(TagDeletion::Kept { by });
     }
     registry.delete_manifest(repo, digest).await?;
+    crate::failpoint::hit("tag-deleted").await;
     Ok(TagDeletion::Deleted)
 }
 

@@ -16,6 +16,7 @@
 //! its controllers have stopped, so a follower takes over at its next look instead of
 //! waiting out the lease duration.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -25,6 +26,7 @@ use kube::{Api, Client};
 use tracing::{debug, info, warn};
 
 use crate::fence::Fence;
+use crate::health::{Health, Role};
 use crate::metrics::METRICS;
 
 /// Settings of the election.
@@ -77,6 +79,8 @@ pub struct Candidate {
     fence: Fence,
     /// When the last successful acquisition or renewal started.
     renewed_at: Option<Instant>,
+    /// Where this replica's role is reported.
+    health: Arc<Health>,
 }
 
 fn now() -> MicroTime {
@@ -84,10 +88,11 @@ fn now() -> MicroTime {
 }
 
 impl Candidate {
-    /// A candidate in `election`, which opens `fence` while it leads.
-    pub fn new(client: Client, election: Election, fence: Fence) -> Self {
+    /// A candidate in `election`, which opens `fence` while it leads and reports its role
+    /// to `health`.
+    pub fn new(client: Client, election: Election, fence: Fence, health: Arc<Health>) -> Self {
         let api = Api::namespaced(client, &election.namespace);
-        Candidate { api, election, observed: None, fence, renewed_at: None }
+        Candidate { api, election, observed: None, fence, renewed_at: None, health }
     }
 
     /// One round of [`Candidate::try_lead`], given at most `limit`: whether this replica
@@ -179,7 +184,7 @@ impl Candidate {
                 }
                 Ok(false) => {
                     METRICS.leader.set(0);
-                    crate::http::set_role(crate::http::Role::Follower);
+                    self.health.set_role(Role::Follower);
                     debug!("following");
                 }
                 Err(e) => warn!(error = %e, "leader election: could not read or write the lease"),

@@ -9,6 +9,8 @@
 //! - [`results`]: parsing what Jobs report; [`contract`]: judging it against the contract;
 //! - [`snapshot`]: the frozen CoreBuild an attempt is made from; [`names`]: child names;
 //! - [`fence`]: the leader's right to write, which every write passes;
+//! - [`health`]: what `/livez` and `/readyz` report, told by the daemon's parts;
+//! - [`failpoint`]: named points where tests make the controller crash or hang;
 //! - [`telemetry`]: logging set-up.
 
 pub mod api;
@@ -16,7 +18,9 @@ pub mod catalog;
 pub mod contract;
 pub mod controller;
 pub mod crdgen;
+pub mod failpoint;
 pub mod fence;
+pub mod health;
 pub mod http;
 pub mod jobs;
 pub mod kubeclient;

@@ -75,6 +75,10 @@ enum Command {
         /// At most this many requests at once after a quiet spell, above `--kube-api-qps`.
         #[arg(long, env = "COREFORGE_KUBE_API_BURST", default_value_t = coreforge::kubeclient::DEFAULT_BURST, value_parser = clap::value_parser!(u32).range(1..))]
         kube_api_burst: u32,
+        /// `/livez` fails when a reconcile has run this long (the controller is wedged; a
+        /// reconcile's own timeout is 5 minutes).
+        #[arg(long, default_value = "10m", env = "COREFORGE_LIVENESS_STALL_AFTER", value_parser = parse_duration_arg)]
+        liveness_stall_after: std::time::Duration,
         /// Log format.
         #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "COREFORGE_LOG_FORMAT")]
         log_format: LogFormat,
@@ -109,6 +113,7 @@ fn main() -> anyhow::Result<()> {
             max_concurrent_reconciles,
             kube_api_qps,
             kube_api_burst,
+            liveness_stall_after,
         } => {
             coreforge::telemetry::init(log_format);
             let runtime = tokio::runtime::Runtime::new()?;
@@ -144,6 +149,7 @@ fn main() -> anyhow::Result<()> {
                     pods,
                     concurrency: max_concurrent_reconciles,
                     fence,
+                    stall_after: liveness_stall_after,
                 };
                 coreforge::controller::run(client, lease_client, settings, coreforge::controller::shutdown_signal())
                     .await

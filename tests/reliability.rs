@@ -147,3 +147,81 @@ async fn sigterm_stops_the_controller_within_seconds_while_a_watch_fails() -> an
     })
     .await
 }
+
+/// A reconcile that never finishes (a failure point makes it hang, as a request without
+/// timeout would) makes `/livez` fail once it has run past the stall threshold, naming
+/// it, so the kubelet restarts the controller; until then, and on a healthy controller,
+/// `/livez` is ok.
+#[tokio::test]
+async fn livez_fails_when_a_reconcile_is_wedged() -> anyhow::Result<()> {
+    fixtures::install_crds().await?;
+    support::with_namespace("wedged", |client, ns| async move {
+        let addr = format!("127.0.0.1:{}", fixtures::free_port()?);
+        let args = ["--http-addr", &addr, "--liveness-stall-after", "3s"];
+        let _controller =
+            ControllerProcess::start_as(&ns, &args, &[(coreforge::failpoint::ENV, "build-job-created=hang")]).await?;
+        let livez = format!("http://{addr}/livez");
+        support::eventually("the controller to serve /livez", secs(30), secs(1), || {
+            let livez = livez.clone();
+            async move { Ok(fixtures::http_get(&livez).await.ok().filter(|(code, _)| *code == 200)) }
+        })
+        .await?;
+        let digest = fixtures::seed_image(&fixtures::staging(&ns)).await?;
+        create::<CoreBuild>(&client, &ns, fixtures::local_core_build("debian", &ns, &digest)).await?;
+        create::<ImageRelease>(&client, &ns, fixtures::release("r", "debian", "12.7.0")).await?;
+        let (_, body) = support::eventually("/livez to report the wedged reconcile", secs(60), secs(1), || {
+            let livez = livez.clone();
+            async move { Ok(fixtures::http_get(&livez).await.ok().filter(|(code, _)| *code == 503)) }
+        })
+        .await?;
+        ensure!(body.contains(&format!("ImageRelease {ns}/r")) && body.contains("no progress"), "{body}");
+        let (code, _) = fixtures::http_get(&format!("http://{addr}/readyz")).await?;
+        ensure!(code == 200, "readiness is not liveness: /readyz answered {code}");
+        Ok(())
+    })
+    .await
+}
+
+/// Someone deletes a published release's snapshot ConfigMap: the release says so, and
+/// its lifecycle goes on (here: deprecated and retired on request).
+#[tokio::test]
+async fn a_release_whose_snapshot_is_deleted_goes_on_with_its_lifecycle_and_says_why() -> anyhow::Result<()> {
+    fixtures::install_crds().await?;
+    support::with_namespace("snapshot-gone", |client, ns| async move {
+        let _controller = ControllerProcess::start(&ns).await?;
+        let digest = fixtures::seed_image(&fixtures::staging(&ns)).await?;
+        create::<CoreBuild>(&client, &ns, fixtures::local_core_build("debian", &ns, &digest)).await?;
+        let mut r = fixtures::release("r", "debian", "12.7.0");
+        r["spec"]["target"] = json!("Published");
+        create::<ImageRelease>(&client, &ns, r).await?;
+        wait_phase(&client, &ns, "r", Phase::Published).await?;
+
+        let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), &ns);
+        cms.delete("r-a1-snapshot", &Default::default()).await?;
+        let irs: Api<ImageRelease> = Api::namespaced(client.clone(), &ns);
+        let ready_reason = |r: &ImageRelease| {
+            r.status
+                .as_ref()
+                .and_then(|s| coreforge::api::find_condition(&s.conditions, "Ready"))
+                .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+        };
+        let said = support::wait_for(&irs, "r", "Ready to say the snapshot is gone", SETTLE, |r| {
+            ready_reason(r).is_some_and(|(_, reason, _)| reason == "SnapshotMissing")
+        })
+        .await?;
+        let (status, _, message) = ready_reason(&said).expect("Ready");
+        ensure!(status == "True" && message.contains("r-a1-snapshot is gone"), "{message}");
+
+        let patch = kube::api::Patch::Merge(json!({"spec": {"target": "Retired"}}));
+        irs.patch("r", &kube::api::PatchParams::default(), &patch).await?;
+        let retired = wait_phase(&client, &ns, "r", Phase::Retired).await?;
+        let phases: Vec<_> = retired.status.iter().flat_map(|s| s.history.iter().map(|t| t.phase)).collect();
+        ensure!(phases.ends_with(&[Phase::Published, Phase::Deprecated, Phase::Retired]), "{phases:?}");
+        let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+        let list = events.list(&ListParams::default().fields("regarding.name=r")).await?;
+        let warned = list.items.iter().filter(|e| e.reason.as_deref() == Some("SnapshotMissing")).count();
+        ensure!(warned == 1, "one SnapshotMissing warning, found {warned}");
+        Ok(())
+    })
+    .await
+}

@@ -19,6 +19,8 @@ use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use crate::failpoint;
+
 use super::release::{Context, Error, STALE_RETRY, apply_status};
 use crate::api::{
     CoreBuild, CoreBuildStatus, ImageRelease, Phase, READY, RECONCILING, ReleaseCounts, STALLED, set_condition,
@@ -53,6 +55,7 @@ pub async fn reconcile(cb: Arc<CoreBuild>, ctx: Arc<Context>) -> Result<Action, 
     async move {
         let client = ctx.client.clone();
         ctx.caches.ready().await;
+        let _running = ctx.health.reconciling(format!("CoreBuild {ns}/{name}"));
         if !ctx.core_builds_written.met(&ns, &name, cb.metadata.resource_version.as_deref(), cb.status.as_ref()) {
             debug!("the cache is behind the last status written; waiting for it");
             return Ok(Action::requeue(STALE_RETRY));
@@ -89,7 +92,10 @@ pub async fn reconcile(cb: Arc<CoreBuild>, ctx: Arc<Context>) -> Result<Action, 
                     for d in &moves {
                         let repo = &cb.spec.catalog.repository;
                         match registry.copy(repo, &d.digest, repo, &d.name).await {
-                            Ok(_) => info!(channel = %d.name, version = %d.version, "channel moved"),
+                            Ok(_) => {
+                                info!(channel = %d.name, version = %d.version, "channel moved");
+                                failpoint::hit("channel-moved").await;
+                            }
                             Err(e) => {
                                 warn!(channel = %d.name, error = %e, "could not move channel");
                                 problem = Some(e.into());
@@ -143,6 +149,7 @@ pub async fn reconcile(cb: Arc<CoreBuild>, ctx: Arc<Context>) -> Result<Action, 
                     let rv = written.metadata.resource_version.clone();
                     ctx.core_builds_written.wrote(&ns, &name, rv, written.status.clone());
                     ctx.status_written(&ns, &name);
+                    failpoint::hit("corebuild-status-written").await;
                 }
                 None => return Ok(Action::requeue(STALE_RETRY)),
             }

@@ -536,6 +536,9 @@ pub fn decide(release: &ImageRelease, observed: &Observed, now: &Time) -> Decisi
         }
         _ => {}
     }
+    if matches!(cx.phase(), Phase::Published | Phase::Deprecated | Phase::Retired) {
+        snapshot_gone(&mut cx, observed);
+    }
     finish(cx)
 }
 
@@ -869,6 +872,27 @@ fn published(cx: &mut Ctx, observed: &Observed) {
     }
     let refs = cx.st.published.join(", ");
     cx.headline("Published", format!("pull it as {refs}"));
+}
+
+/// A Published, Deprecated or Retired release whose snapshot ConfigMap was deleted: it
+/// stays where it is and its lifecycle goes on by the CoreBuild's current policy, but the
+/// registry is not touched again for it (channels stay as recorded, a retired tag is
+/// not deleted), and Ready says why, warned about once.
+fn snapshot_gone(cx: &mut Ctx, observed: &Observed) {
+    let done = cx.phase() == Phase::Retired && cx.st.published.is_empty();
+    if observed.snapshot.is_some() || done {
+        return;
+    }
+    let name = cx.st.provenance.as_ref().map(|p| p.snapshot.clone()).unwrap_or_default();
+    let msg = format!(
+        "{}; its snapshot ConfigMap {name} is gone, so its references are no longer refreshed and a retired version tag is not deleted (its lifecycle goes on by the CoreBuild's policy)",
+        cx.headline.1
+    );
+    let before = crate::api::find_condition(&cx.st.conditions, READY).map(|c| c.reason.clone());
+    if before.as_deref() != Some("SnapshotMissing") {
+        cx.note(true, "SnapshotMissing", msg.clone());
+    }
+    cx.headline("SnapshotMissing", msg);
 }
 
 /// Sets the kstatus conditions from where the release ended up.

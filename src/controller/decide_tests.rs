@@ -709,3 +709,34 @@ fn a_retired_release_leaves_its_channels_and_keeps_a_tag_others_resolve_to() {
     assert_eq!(cond(&d, PUBLISHED).0, "False");
     assert!(d.notes.iter().any(|n| n.reason == "VersionTagDeleted"));
 }
+
+#[test]
+fn a_published_release_whose_snapshot_is_gone_goes_on_with_its_lifecycle_and_says_so() {
+    let r = verified(Target::Published);
+    let mut o = stored(1);
+    o.publication = Some(Ok(DIGEST.into()));
+    let published = apply(r.clone(), &decide(&r, &o, &at(40)));
+    // The snapshot ConfigMap is deleted; a newer release supersedes this one.
+    let mut gone = Observed {
+        policy: Some(crate::api::LifecyclePolicy { max_supported: Some(1), ..Default::default() }),
+        ..Default::default()
+    };
+    gone.siblings = vec![crate::lifecycle::Sibling {
+        name: "newer".into(),
+        version: semver::Version::new(12, 8, 0),
+        phase: Phase::Published,
+        published_at: None,
+        base_digest: None,
+        checks: vec![],
+    }];
+    let d = decide(&published, &gone, &at(50));
+    assert_eq!(phase(&d), Phase::Deprecated, "the lifecycle goes on");
+    let (ready, reason, message) = cond(&d, READY);
+    assert_eq!((ready, reason), ("True", "SnapshotMissing"));
+    assert!(message.contains("rel-a1-snapshot is gone"), "{message}");
+    assert_eq!(d.notes.iter().filter(|n| n.reason == "SnapshotMissing" && n.warning).count(), 1);
+    let deprecated = apply(published, &d);
+    let again = decide(&deprecated, &gone, &at(60));
+    assert!(again.notes.is_empty(), "warned once: {:?}", again.notes);
+    assert!(!status_changed(deprecated.status.as_ref(), &again.status));
+}

@@ -37,10 +37,11 @@ use tracing::{info, warn};
 use self::cache::{Cache, Caches, Index, JOB_NAME_LABEL, trim_job, trim_meta, trim_pod};
 use crate::api::{CoreBuild, ImageRelease, LABEL_RELEASE};
 use crate::catalog::Registries;
+use crate::health::{Health, Role};
 use crate::http;
 
 /// Settings of the controller daemon.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Settings {
     /// Watch only these namespaces (all when empty).
     pub namespaces: Vec<String>,
@@ -56,6 +57,26 @@ pub struct Settings {
     /// What every write passes: open, or opened by the leader election while this
     /// replica leads.
     pub fence: crate::fence::Fence,
+    /// How long a reconcile may run before `/livez` reports the controller wedged.
+    pub stall_after: std::time::Duration,
+}
+
+/// Default of [`Settings::stall_after`]: twice [`release::RECONCILE_TIMEOUT`], so only a
+/// reconcile its own timeout cannot stop counts.
+pub const DEFAULT_STALL_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            namespaces: Vec::new(),
+            http_addr: None,
+            election: None,
+            pods: release::PodConfig::default(),
+            concurrency: DEFAULT_CONCURRENCY,
+            fence: crate::fence::Fence::open(),
+            stall_after: DEFAULT_STALL_AFTER,
+        }
+    }
 }
 
 /// Default of [`Settings::concurrency`].
@@ -112,14 +133,16 @@ where
 /// The Lease has a client of its own, outside the rate limit of the controllers' one: a
 /// renewal never waits behind a burst of reconciles.
 pub async fn run(client: Client, lease_client: Client, settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
+    let health = Health::new(settings.stall_after);
     let server = match settings.http_addr {
-        Some(addr) => tokio::spawn(http::serve(addr, shutdown.clone())),
+        Some(addr) => tokio::spawn(http::serve(addr, health.clone(), shutdown.clone())),
         None => tokio::spawn(future::ready(Ok(()))),
     };
     let mut candidate = match settings.election.clone() {
         None => None,
         Some(election) => {
-            let mut candidate = crate::leader::Candidate::new(lease_client, election, settings.fence.clone());
+            let mut candidate =
+                crate::leader::Candidate::new(lease_client, election, settings.fence.clone(), health.clone());
             tokio::select! {
                 _ = candidate.acquire() => {}
                 _ = shutdown.clone() => return finish(server).await,
@@ -127,7 +150,7 @@ pub async fn run(client: Client, lease_client: Client, settings: Settings, shutd
             Some(candidate)
         }
     };
-    http::set_role(http::Role::Leader);
+    health.set_role(Role::Leader);
     crate::metrics::METRICS.leader.set(1);
     let lost = async {
         match candidate.as_mut() {
@@ -143,7 +166,7 @@ pub async fn run(client: Client, lease_client: Client, settings: Settings, shutd
         tokio::time::sleep(SHUTDOWN_GRACE).await;
     };
     let stopped = tokio::select! {
-        result = run_controllers(client, &settings, shutdown.clone()) => result,
+        result = run_controllers(client, &settings, &health, shutdown.clone()) => result,
         _ = grace => {
             warn!(grace = ?SHUTDOWN_GRACE, "reconciles still running after the shutdown grace period; stopping without them");
             Ok(())
@@ -170,7 +193,12 @@ async fn finish(server: tokio::task::JoinHandle<anyhow::Result<()>>) -> anyhow::
     Ok(())
 }
 
-async fn run_controllers(client: Client, settings: &Settings, shutdown: Shutdown) -> anyhow::Result<()> {
+async fn run_controllers(
+    client: Client,
+    settings: &Settings,
+    health: &Arc<Health>,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
     let reporter = Reporter { controller: "coreforge".into(), instance: std::env::var("POD_NAME").ok() };
     let recorder = Recorder::new(client.clone(), reporter);
     let registries = Arc::new(Registries::new(client.clone(), settings.fence.clone()));
@@ -183,12 +211,24 @@ async fn run_controllers(client: Client, settings: &Settings, shutdown: Shutdown
     let mut caches = Vec::new();
     let mut runs = Vec::new();
     for scope in scopes {
-        let (cache, run) =
-            scope_controllers(&client, scope, settings, &recorder, &registries, &undecodable, shutdown.clone());
+        let shared = Common {
+            recorder: recorder.clone(),
+            registries: registries.clone(),
+            undecodable: undecodable.clone(),
+            health: health.clone(),
+        };
+        let (cache, run) = scope_controllers(&client, scope, settings, shared, shutdown.clone());
         caches.push(cache);
         runs.push(run);
     }
-    http::set_caches(caches);
+    let all = caches.clone();
+    health.watch_caches(
+        move || all.iter().all(Caches::is_ready),
+        move || {
+            let releases: Vec<_> = caches.iter().flat_map(|c| c.releases.store().state()).collect();
+            crate::metrics::observe_releases(&releases, jiff::Timestamp::now());
+        },
+    );
     future::join_all(runs).await;
     Ok(())
 }
@@ -200,12 +240,11 @@ fn scope_controllers(
     client: &Client,
     scope: Option<&str>,
     settings: &Settings,
-    recorder: &Recorder,
-    registries: &Arc<Registries>,
-    undecodable: &Arc<decode::Undecodable>,
+    shared: Common,
     shutdown: Shutdown,
 ) -> (Caches, BoxFuture<'static, ()>) {
-    let watch = Scope { client: client.clone(), namespace: scope.map(String::from), undecodable: undecodable.clone() };
+    let watch =
+        Scope { client: client.clone(), namespace: scope.map(String::from), undecodable: shared.undecodable.clone() };
     let (release_store, release_writer) = reflector::store::<ImageRelease>();
     let (core_build_store, core_build_writer) = reflector::store::<CoreBuild>();
     let (job_store, job_writer) = reflector::store::<Job>();
@@ -222,10 +261,11 @@ fn scope_controllers(
     );
     let ctx = Arc::new(release::Context::new(
         client.clone(),
-        recorder.clone(),
+        shared.recorder,
         settings.pods.clone(),
         caches.clone(),
-        registries.clone(),
+        shared.registries,
+        shared.health,
     ));
     // Re-runs decided from the watch events (see `triggers`), for the other controller.
     let (rerun_core_build, core_build_reruns) = mpsc::unbounded::<ObjectRef<CoreBuild>>();
@@ -360,6 +400,14 @@ where
             caches.follow(which, e);
         })
         .reflect(writer)
+}
+
+/// What the controllers of every scope share.
+struct Common {
+    recorder: Recorder,
+    registries: Arc<Registries>,
+    undecodable: Arc<decode::Undecodable>,
+    health: Arc<Health>,
 }
 
 /// What the watches of one scope share.

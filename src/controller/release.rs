@@ -26,11 +26,12 @@ use super::decide::{
 use super::observe::{observe_job, refused_creation};
 use crate::api::{Catalog, CoreBuild, CoreBuildStatus, FIELD_MANAGER, ImageRelease, ImageReleaseStatus, Phase};
 use crate::catalog::{CatalogError, Registries};
+use crate::health::Health;
 use crate::lifecycle::Sibling;
 use crate::privileges::{self, Privileges};
 use crate::registry::Registry;
 use crate::snapshot::Snapshot;
-use crate::{catalog, jobs, metrics, names};
+use crate::{catalog, failpoint, jobs, metrics, names};
 
 /// Why a reconcile failed. Metrics label errors by [`Error::kind`], never by message.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +45,9 @@ pub enum Error {
     /// A namespaced object without namespace (should not happen).
     #[error("object has no namespace")]
     NoNamespace,
+    /// The reconcile did not finish in time (a request that does not return).
+    #[error("the reconcile did not finish within {0:?}")]
+    TimedOut(Duration),
 }
 
 impl Error {
@@ -54,6 +58,7 @@ impl Error {
             Error::Kube(_) => "client",
             Error::Serialize(_) => "serialize",
             Error::NoNamespace => "no_namespace",
+            Error::TimedOut(_) => "timeout",
         }
     }
 }
@@ -97,17 +102,20 @@ pub struct Context {
     pub(super) core_builds_written: Expectations<CoreBuildStatus>,
     /// When each CoreBuild's status was written last (see [`super::corebuild::STATUS_INTERVAL`]).
     core_build_writes: Mutex<HashMap<(String, String), Instant>>,
+    /// Where running reconciles are noted, for `/livez`.
+    pub(super) health: Arc<Health>,
 }
 
 impl Context {
     /// A context for `client`, recording events with `recorder`, creating pods by `pods`,
-    /// reading from `caches`.
+    /// reading from `caches`, noting its reconciles in `health`.
     pub fn new(
         client: Client,
         recorder: Recorder,
         pods: PodConfig,
         caches: Caches,
         registries: Arc<Registries>,
+        health: Arc<Health>,
     ) -> Self {
         Self {
             client,
@@ -115,6 +123,7 @@ impl Context {
             pods,
             caches,
             registries,
+            health,
             failures: Mutex::default(),
             releases_written: Expectations::default(),
             core_builds_written: Expectations::default(),
@@ -258,9 +267,17 @@ async fn observe(ctx: &Context, ns: &str, release: &ImageRelease) -> Result<Obse
     observed.build_job = observe_job_named(caches, ns, &names::build_job(&name, attempt));
     observed.test_job = observe_job_named(caches, ns, &names::test_job(&name, attempt));
 
-    let Some(Ok(snap)) = &observed.snapshot else { return Ok(observed) };
-    let catalog = &snap.spec.catalog;
-    if let Some(digest) = staging_digest_to_check(release, observed.build_job.as_ref()) {
+    // The registry is the one the attempt was made for, from its snapshot; without one
+    // (deleted by someone) nothing is done in the registry, and the lifecycle goes on by
+    // the CoreBuild's current policy.
+    let snapshot = match &observed.snapshot {
+        Some(Ok(snap)) => Some(snap.clone()),
+        _ => None,
+    };
+    let catalog = snapshot.as_ref().map(|s| &s.spec.catalog);
+    if let Some(catalog) = catalog
+        && let Some(digest) = staging_digest_to_check(release, observed.build_job.as_ref())
+    {
         let reference = format!("{}@{digest}", catalog.staging_repository);
         observed.staging_check = Some(
             with_registry(&ctx.registries, ns, catalog, |r| async move { Ok(r.image_config(&reference).await?) })
@@ -284,7 +301,8 @@ async fn observe(ctx: &Context, ns: &str, release: &ImageRelease) -> Result<Obse
             .collect();
         observed.siblings = others.iter().filter_map(|r| Sibling::of(r)).collect();
     }
-    if wants_publication(release, &observed.siblings)
+    if let Some(catalog) = catalog
+        && wants_publication(release, &observed.siblings)
         && let Some(digest) = release.status.as_ref().and_then(|s| s.digest.clone())
     {
         let version = &release.spec.version;
@@ -307,7 +325,8 @@ async fn observe(ctx: &Context, ns: &str, release: &ImageRelease) -> Result<Obse
             .map(|c| c.name.clone())
             .collect();
     }
-    if wants_tag_deletion(release, observed.policy.as_ref())
+    if let Some(catalog) = catalog
+        && wants_tag_deletion(release, observed.policy.as_ref())
         && let Some(digest) = digest
     {
         let version = &release.spec.version;
@@ -354,6 +373,10 @@ where
 /// to a newer version) waits at most for the watch to bring the news.
 pub(super) const STALE_RETRY: Duration = Duration::from_secs(5);
 
+/// How long one reconcile may take. Every request it makes has a timeout of its own;
+/// this bounds the sum (a registry copy of many layers, retried).
+pub const RECONCILE_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// Reconciles one ImageRelease.
 pub async fn reconcile(release: Arc<ImageRelease>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = metrics::ReconcileTimer::start("imagerelease");
@@ -366,6 +389,7 @@ pub async fn reconcile(release: Arc<ImageRelease>, ctx: Arc<Context>) -> Result<
             return Ok(Action::await_change());
         }
         ctx.caches.ready().await;
+        let _running = ctx.health.reconciling(format!("ImageRelease {ns}/{name}"));
         // The cache may be behind this controller's own last write (a Job event can come
         // before the event of that write): never decide on an older phase than the one
         // written last.
@@ -374,7 +398,9 @@ pub async fn reconcile(release: Arc<ImageRelease>, ctx: Arc<Context>) -> Result<
             debug!("the cache is behind the last status written; waiting for it");
             return Ok(Action::requeue(STALE_RETRY));
         }
-        let action = reconcile_once(&release, &ctx, &ns, &name).await?;
+        let action = tokio::time::timeout(RECONCILE_TIMEOUT, reconcile_once(&release, &ctx, &ns, &name))
+            .await
+            .map_err(|_| Error::TimedOut(RECONCILE_TIMEOUT))??;
         ctx.failures.lock().map(|mut f| f.remove(&ObjectRef::from_obj(&*release))).ok();
         Ok(action)
     }
@@ -399,11 +425,13 @@ async fn reconcile_once(release: &ImageRelease, ctx: &Context, ns: &str, name: &
                     return Ok(Action::requeue(STALE_RETRY));
                 }
                 info!(snapshot = %snap.name, "snapshot created");
+                failpoint::hit("snapshot-created").await;
             }
             Create::BuildJob(snap) => {
                 let job = jobs::build_job(release, snap);
                 if create(&Api::<Job>::namespaced(client.clone(), ns), &job).await? {
                     info!(job = %job.name_any(), "build Job created");
+                    failpoint::hit("build-job-created").await;
                 }
             }
             Create::TestJob(snap, image) => {
@@ -411,6 +439,7 @@ async fn reconcile_once(release: &ImageRelease, ctx: &Context, ns: &str, name: &
                 let job = jobs::test_job(release, snap, image, user);
                 if create(&Api::<Job>::namespaced(client.clone(), ns), &job).await? {
                     info!(job = %job.name_any(), "test Job created");
+                    failpoint::hit("test-job-created").await;
                 }
             }
         }
@@ -426,12 +455,14 @@ async fn reconcile_once(release: &ImageRelease, ctx: &Context, ns: &str, name: &
         };
         ctx.releases_written.wrote(ns, name, written.metadata.resource_version.clone(), written.status.clone());
         let old = release.status.as_ref().and_then(|s| s.phase);
+        record_metrics(release, &decision.status);
         if old != decision.status.phase {
             info!(from = ?old, to = ?decision.status.phase, "phase changed");
+            let phase = decision.status.phase.map(|p| p.as_str()).unwrap_or_default();
+            failpoint::hit(&format!("status-written:{phase}")).await;
         } else {
             debug!("status updated");
         }
-        record_metrics(release, &decision.status);
     }
 
     let reference = release.object_ref(&());
@@ -443,9 +474,10 @@ async fn reconcile_once(release: &ImageRelease, ctx: &Context, ns: &str, name: &
             action: note.reason.clone(),
             secondary: None,
         };
-        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+        match ctx.recorder.publish(&event, &reference).await {
+            Ok(()) => failpoint::hit("event-recorded").await,
             // An event is worth a warning in the log, not a failed reconcile.
-            warn!(error = %e, reason = %note.reason, "could not record event");
+            Err(e) => warn!(error = %e, reason = %note.reason, "could not record event"),
         }
     }
     Ok(match requeue {

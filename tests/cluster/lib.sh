@@ -168,10 +168,12 @@ is_ours() {
   case $exe in
     "$cache"/*/server | "$cache"/*/kube-apiserver | "$cache"/*/kube-controller-manager | "$cache"/*/kube-scheduler | "$cache"/*/kwok) ;;
     "$cache"/*/kubelet) ;;
+    # The real node's runtime, built from its Go module (a shim's -address
+    # names our socket).
+    "$cache"/*/containerd | "$cache"/*/containerd-shim-runc-v2) ;;
     /usr/bin/docker-registry | /usr/bin/prometheus) ;; # from Debian's packages
-    # Also Debian's: the real node's runtime (a shim's -address names our
-    # socket) and the forwarders (-lf names their log).
-    /usr/bin/containerd | /usr/bin/containerd-shim-runc-v2 | /usr/bin/socat) ;;
+    # Also Debian's: the forwarders (-lf names their log).
+    /usr/bin/socat) ;;
     *) return 1 ;;
   esac
   tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$STATE_DIR/"

@@ -1,0 +1,188 @@
+//! The failure point matrix: the controller is made to exit right after each write of a
+//! release's life (see `coreforge::failpoint`), a fresh one takes over, and the product
+//! must come out exactly as if nothing had happened: every release at its goal with its
+//! results, one Job per kind per attempt, the catalog's tags exactly right, and no storm
+//! of events.
+//!
+//! The life each scenario drives: release 12.7.0 published (channels `12` and `latest`
+//! move to it), then 12.8.0 (the channels move on, and `maxSupported: 1` deprecates
+//! 12.7.0), then 12.7.0 retired (with `deleteRetiredTags`, its tag goes).
+
+mod fixtures;
+mod support;
+
+use std::time::Duration;
+
+use anyhow::ensure;
+use coreforge::api::{CoreBuild, ImageRelease, Phase};
+use coreforge::failpoint;
+use fixtures::{ControllerProcess, REGISTRY};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde_json::json;
+use support::secs;
+
+const SETTLE: Duration = Duration::from_secs(120);
+
+/// At most this many events per release over the whole scenario (each change is told
+/// once; a restart may tell one again).
+const EVENTS_PER_RELEASE: usize = 12;
+
+async fn wait_release(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    what: &str,
+    cond: impl Fn(&ImageRelease) -> bool,
+) -> anyhow::Result<ImageRelease> {
+    let irs: Api<ImageRelease> = Api::namespaced(client.clone(), ns);
+    support::wait_for(&irs, name, &format!("{name} {what}"), SETTLE, cond).await
+}
+
+fn phase(r: &ImageRelease) -> Option<Phase> {
+    r.status.as_ref().and_then(|s| s.phase)
+}
+
+async fn create_release(client: &Client, ns: &str, name: &str, version: &str) -> anyhow::Result<()> {
+    let mut r = fixtures::release(name, "debian", version);
+    r["spec"]["target"] = json!("Published");
+    let irs: Api<ImageRelease> = Api::namespaced(client.clone(), ns);
+    irs.create(&PostParams::default(), &serde_json::from_value(r)?).await?;
+    Ok(())
+}
+
+/// Runs the scenario with the controller armed to exit at `point`.
+async fn crash_at(test: &str, point: &'static str) -> anyhow::Result<()> {
+    fixtures::install_crds().await?;
+    support::with_namespace(test, |client, ns| async move {
+        let armed = ControllerProcess::start_as(
+            &ns,
+            &["--http-addr", "127.0.0.1:0"],
+            &[(failpoint::ENV, &format!("{point}=exit"))],
+        )
+        .await?;
+        // When it exits at the point, a controller without failure points takes over.
+        let successor = {
+            let ns = ns.clone();
+            tokio::spawn(async move {
+                let status = armed.exited(secs(300)).await?;
+                ensure!(status.code() == Some(failpoint::EXIT_CODE), "the armed controller exited with {status}");
+                ControllerProcess::start(&ns).await
+            })
+        };
+
+        let staging = fixtures::staging(&ns);
+        let a = fixtures::seed_image(&staging).await?;
+        let mut cb = fixtures::local_core_build("debian", &ns, &a);
+        cb["spec"]["lifecycle"] = json!({"maxSupported": 1, "deleteRetiredTags": true});
+        let cbs: Api<CoreBuild> = Api::namespaced(client.clone(), &ns);
+        cbs.create(&PostParams::default(), &serde_json::from_value(cb)?).await?;
+        create_release(&client, &ns, "r1", "12.7.0").await?;
+        wait_release(&client, &ns, "r1", "Published", |r| phase(r) == Some(Phase::Published)).await?;
+
+        let b = fixtures::seed_image(&staging).await?;
+        let build = json!({"spec": {"builder": {"podAnnotations": {"sim.coreforge.dev/termination-message": fixtures::build_result(&b)}}}});
+        cbs.patch("debian", &PatchParams::default(), &Patch::Merge(build)).await?;
+        create_release(&client, &ns, "r2", "12.8.0").await?;
+        wait_release(&client, &ns, "r2", "Published", |r| phase(r) == Some(Phase::Published)).await?;
+        wait_release(&client, &ns, "r1", "Deprecated", |r| phase(r) == Some(Phase::Deprecated)).await?;
+
+        let irs: Api<ImageRelease> = Api::namespaced(client.clone(), &ns);
+        irs.patch("r1", &PatchParams::default(), &Patch::Merge(json!({"spec": {"target": "Retired"}}))).await?;
+        let r1 = wait_release(&client, &ns, "r1", "Retired, its tag deleted", |r| {
+            phase(r) == Some(Phase::Retired) && r.status.as_ref().is_some_and(|s| s.published.is_empty())
+        })
+        .await?;
+        support::wait_for(&cbs, "debian", "both channels at 12.8.0", SETTLE, |cb| {
+            let channels: Vec<_> = cb.status.iter().flat_map(|s| s.channels.iter()).collect();
+            channels.len() == 2 && channels.iter().all(|c| c.version == "12.8.0" && c.digest == b)
+        })
+        .await?;
+        // The point was reached, and the controller after it finished the work.
+        let _controller = successor.await??;
+
+        // No lost result: each release kept its results and references.
+        let r2 = irs.get("r2").await?;
+        for r in [&r1, &r2] {
+            let st = r.status.as_ref().expect("status");
+            ensure!(!st.checks.is_empty() && st.checks.iter().all(|c| c.passed), "{st:?}");
+            ensure!(st.published_at.is_some(), "{st:?}");
+        }
+        let repo = format!("{REGISTRY}/{ns}/core");
+        let r2_refs = &r2.status.as_ref().expect("status").published;
+        ensure!(r2_refs == &[format!("{repo}:12.8.0"), format!("{repo}:12"), format!("{repo}:latest")], "{r2_refs:?}");
+
+        // One Job per kind per attempt.
+        let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
+        let mut names: Vec<String> =
+            jobs.list(&ListParams::default()).await?.items.into_iter().filter_map(|j| j.metadata.name).collect();
+        names.sort();
+        ensure!(names == ["r1-a1-build", "r1-a1-test", "r2-a1-build", "r2-a1-test"], "{names:?}");
+
+        // The catalog is exactly right: 12.7.0 gone, the rest at 12.8.0's digest.
+        let path = format!("{ns}/core");
+        let tags = coreforge::registry::Registry::new(
+            Some(&coreforge::api::RegistryTls { insecure: true, skip_verify: false }),
+            coreforge::registry::Credentials::default(),
+        )
+        .tags(&repo)
+        .await?;
+        let mut tags = tags;
+        tags.sort();
+        ensure!(tags == ["12", "12.8.0", "latest"], "the repository's tags: {tags:?}");
+        for tag in ["12", "12.8.0", "latest"] {
+            let digest = fixtures::registry_digest(REGISTRY, &path, tag, None).await?;
+            ensure!(digest.as_deref() == Some(b.as_str()), "{tag} resolves to {digest:?}, not {b}");
+        }
+
+        // No event storm.
+        let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+        for name in ["r1", "r2"] {
+            let list = events.list(&ListParams::default().fields(&format!("regarding.name={name}"))).await?;
+            let total: usize = list.items.iter().map(|e| e.deprecated_count.unwrap_or(1).max(1) as usize).sum();
+            ensure!(total <= EVENTS_PER_RELEASE, "{total} events for {name}: {:?}", list.items.iter().map(|e| &e.reason).collect::<Vec<_>>());
+        }
+        Ok(())
+    })
+    .await
+}
+
+macro_rules! matrix {
+    ($($test:ident => $point:literal,)*) => {
+        $(
+            #[tokio::test]
+            async fn $test() -> anyhow::Result<()> {
+                crash_at(stringify!($test), $point).await
+            }
+        )*
+
+        /// Every failure point the controller has is in the matrix, and nothing else.
+        #[test]
+        fn the_matrix_covers_every_failure_point() {
+            let mut tested = vec![$($point),*];
+            let mut points = failpoint::POINTS.to_vec();
+            tested.sort();
+            points.sort();
+            assert_eq!(tested, points);
+        }
+    };
+}
+
+matrix! {
+    crash_after_snapshot_created => "snapshot-created",
+    crash_after_build_job_created => "build-job-created",
+    crash_after_building_written => "status-written:Building",
+    crash_after_test_job_created => "test-job-created",
+    crash_after_testing_written => "status-written:Testing",
+    crash_after_verified_written => "status-written:Verified",
+    crash_after_published_to_the_registry => "published",
+    crash_after_published_written => "status-written:Published",
+    crash_after_event_recorded => "event-recorded",
+    crash_after_channel_moved => "channel-moved",
+    crash_after_corebuild_status_written => "corebuild-status-written",
+    crash_after_deprecated_written => "status-written:Deprecated",
+    crash_after_retired_written => "status-written:Retired",
+    crash_after_tag_deleted => "tag-deleted",
+}
