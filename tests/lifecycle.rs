@@ -56,7 +56,7 @@ async fn max_supported_deprecates_and_retire_after_retires_through_a_restart() -
     fixtures::install_crds().await?;
     support::with_namespace("policy", |client, ns| async move {
         let controller = ControllerProcess::start(&ns).await?;
-        create_core_build(&client, &ns, json!({"maxSupported": 2, "retireAfter": "30s"})).await?;
+        create_core_build(&client, &ns, json!({"maxSupported": 2})).await?;
         let mut digests = Vec::new();
         for (name, version) in [("r1", "12.0.0"), ("r2", "12.0.1")] {
             digests.push(release(&client, &ns, name, version, "Published").await?);
@@ -71,12 +71,20 @@ async fn max_supported_deprecates_and_retire_after_retires_through_a_restart() -
         ensure!(coreforge::api::find_condition(&st.conditions, "Ready").is_some_and(|c| c.status == "True"));
         ensure!(wait_phase(&client, &ns, "r2", Phase::Published).await.is_ok());
 
-        // A restart between deprecation and the due retirement: the schedule lives in status.
+        // A retirement policy set while the controller is down, due 15 s from now (counted
+        // from r1's publication, whenever that was): after the restart it retires r1 on
+        // time, from the schedule in status.
         controller.kill().await?;
+        let published_at = seconds(st.published_at.as_ref().unwrap());
+        let now = jiff::Timestamp::now().as_millisecond() as f64 / 1000.0;
+        let retire_after = (now - published_at).ceil() as u64 + 15;
+        let cbs: Api<CoreBuild> = Api::namespaced(client.clone(), &ns);
+        let policy = json!({"spec": {"lifecycle": {"retireAfter": format!("{retire_after}s")}}});
+        cbs.patch("debian", &PatchParams::default(), &Patch::Merge(policy)).await?;
         let _controller = ControllerProcess::start(&ns).await?;
         let r1 = wait_phase(&client, &ns, "r1", Phase::Retired).await?;
         let st = r1.status.unwrap();
-        let due = seconds(st.published_at.as_ref().unwrap()) + 30.0;
+        let due = seconds(st.published_at.as_ref().unwrap()) + retire_after as f64;
         let late = seconds(st.retired_at.as_ref().unwrap()) - due;
         ensure!((-0.5..5.0).contains(&late), "retired {late:.1}s after its due time");
         ensure!(st.deprecated_at.is_some());
@@ -90,7 +98,6 @@ async fn max_supported_deprecates_and_retire_after_retires_through_a_restart() -
             fixtures::registry_digest(REGISTRY, &repo, "12.0.0", None).await? == Some(digests[0].clone()),
             "the version tag stays"
         );
-        let cbs: Api<CoreBuild> = Api::namespaced(client.clone(), &ns);
         support::wait_for(&cbs, "debian", "the CoreBuild to count the retired release", SETTLE, |cb| {
             cb.status.as_ref().is_some_and(|s| {
                 s.releases.as_ref().is_some_and(|r| r.retired == 1 && r.published == 2)
