@@ -64,6 +64,10 @@ enum Command {
         /// (containerd 2 or CRI-O 1.25, runc 1.2, Linux 6.3 or later).
         #[arg(long, env = "COREFORGE_USER_NAMESPACED_BUILDERS")]
         user_namespaced_builders: bool,
+        /// How many attempts of a release keep their Jobs, pods and snapshot (the current
+        /// one included); those of older attempts are deleted.
+        #[arg(long, env = "COREFORGE_KEEP_ATTEMPTS", default_value_t = coreforge::controller::release::DEFAULT_KEEP_ATTEMPTS, value_parser = clap::value_parser!(u32).range(1..))]
+        keep_attempts: u32,
         /// How many releases are reconciled at once per watched namespace (and as many
         /// CoreBuilds).
         #[arg(long, env = "COREFORGE_MAX_CONCURRENT_RECONCILES", default_value_t = coreforge::controller::DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u16).range(1..))]
@@ -110,6 +114,7 @@ fn main() -> anyhow::Result<()> {
             allow_builder_service_accounts,
             allow_privileged_builders,
             user_namespaced_builders,
+            keep_attempts,
             max_concurrent_reconciles,
             kube_api_qps,
             kube_api_burst,
@@ -141,6 +146,7 @@ fn main() -> anyhow::Result<()> {
                     .with_builder_images(allow_builder_images)
                     .with_service_accounts(allow_builder_service_accounts),
                     user_namespaced_builders,
+                    keep_attempts,
                 };
                 let settings = coreforge::controller::Settings {
                     namespaces,

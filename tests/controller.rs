@@ -536,3 +536,50 @@ async fn a_build_pod_evicted_by_a_drain_is_replaced_not_judged() -> anyhow::Resu
     })
     .await
 }
+
+#[tokio::test]
+async fn the_children_of_old_attempts_are_deleted_beyond_the_kept_ones() -> anyhow::Result<()> {
+    fixtures::install_crds().await?;
+    support::with_namespace("keep-attempts", |client, ns| async move {
+        let _controller =
+            ControllerProcess::start_with(&ns, &["--http-addr", "127.0.0.1:0", "--keep-attempts", "2"]).await?;
+        let digest = fixtures::seed_image(&fixtures::staging(&ns)).await?;
+        let mut cb = fixtures::local_core_build("debian", &ns, &digest);
+        cb["spec"]["builder"]["podAnnotations"]["sim.coreforge.dev/exit-code"] = json!("3");
+        apply(&client, &ns, cb, fixtures::release("r", "debian", "12.7.0")).await?;
+        let irs: Api<ImageRelease> = Api::namespaced(client.clone(), &ns);
+        for attempt in 1..=3 {
+            if attempt > 1 {
+                let token = format!("coreforge.dev/retry={attempt}");
+                support::run(support::kubectl().args(["annotate", "--overwrite", "ir", "r", "-n", &ns, &token]))
+                    .await?;
+            }
+            support::wait_for(&irs, "r", &format!("attempt {attempt} to fail"), SETTLE, |r| {
+                r.status.as_ref().is_some_and(|s| s.attempt == Some(attempt) && s.phase == Some(Phase::Failed))
+            })
+            .await?;
+        }
+        let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+        let kept = support::eventually("attempt 1's children to be deleted", secs(30), secs(1), || {
+            let (client, ns, cms) = (client.clone(), ns.clone(), cms.clone());
+            async move {
+                let jobs = jobs(&client, &ns).await?;
+                let mut snapshots: Vec<String> = cms
+                    .list(&ListParams::default().labels("coreforge.dev/release=r"))
+                    .await?
+                    .items
+                    .into_iter()
+                    .filter_map(|c| c.metadata.name)
+                    .collect();
+                snapshots.sort();
+                Ok((jobs == ["r-a2-build", "r-a3-build"]).then_some(snapshots))
+            }
+        })
+        .await?;
+        ensure!(kept == ["r-a2-snapshot", "r-a3-snapshot"], "the kept attempts' snapshots: {kept:?}");
+        let told = event_reasons(&client, &ns, "r").await?;
+        ensure!(told.iter().filter(|r| *r == "OldAttemptsDeleted").count() == 1, "{told:?}");
+        Ok(())
+    })
+    .await
+}

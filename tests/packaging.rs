@@ -50,9 +50,9 @@ const RULES: &[(&str, &str, &[&str])] = &[
     ("coreforge.dev", "imagereleases/status", &["get", "patch", "update"]),
     ("coreforge.dev", "corebuilds", &["get", "list", "watch"]),
     ("coreforge.dev", "corebuilds/status", &["get", "patch", "update"]),
-    ("batch", "jobs", &["get", "list", "watch", "create"]),
+    ("batch", "jobs", &["get", "list", "watch", "create", "delete"]),
     ("", "pods", &["get", "list", "watch"]),
-    ("", "configmaps", &["get", "list", "watch", "create"]),
+    ("", "configmaps", &["get", "list", "watch", "create", "delete"]),
     ("events.k8s.io", "events", &["create", "patch"]),
     ("", "events", &["create", "patch", "list", "watch"]),
     ("", "secrets", &["get"]),
@@ -323,6 +323,7 @@ async fn chart_args_are_accepted_by_the_binary() -> anyhow::Result<()> {
         &["--set-json", "watchNamespaces=[\"team-a\",\"team-b\"]", "--set", "logFormat=json"][..],
         &["--set", "leaderElection.enabled=false", "--set", "replicas=1"][..],
         &["--set", "maxConcurrentReconciles=4", "--set", "kubeApi.qps=20", "--set", "kubeApi.burst=30"][..],
+        &["--set", "keepAttempts=5"][..],
         &[
             "--set",
             "builder.image=registry.example/buildah@sha256:0123",
@@ -933,7 +934,9 @@ async fn chart_rbac_refuses_what_the_controller_does_not_need() -> anyhow::Resul
         forbidden(crds.delete("imagereleases.coreforge.dev", &dry_delete).await, "deleting a CRD")?;
         let elsewhere: Api<Job> = Api::namespaced(sa.clone(), "default");
         forbidden(elsewhere.create(&dry_post, &job("elsewhere")?).await, "creating a Job in another namespace")?;
-        forbidden(jobs.delete("allowed", &dry_delete).await, "deleting a Job")?;
+        forbidden(elsewhere.delete("someone-elses", &dry_delete).await, "deleting a Job in another namespace")?;
+        let updated = jobs.replace("allowed", &dry_post, &jobs.get("allowed").await?).await;
+        forbidden(updated, "updating a Job")?;
         let elsewhere: Api<DynamicObject> = Api::namespaced_with(sa.clone(), "default", &image_releases());
         forbidden(elsewhere.list(&lp).await, "listing ImageReleases in another namespace")?;
         let everywhere: Api<DynamicObject> = Api::all_with(sa.clone(), &image_releases());

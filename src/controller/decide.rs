@@ -116,6 +116,11 @@ pub struct Observed {
     pub siblings: Vec<Sibling>,
     /// The CoreBuild's lifecycle policy as it is now (for Published and Deprecated releases).
     pub policy: Option<LifecyclePolicy>,
+    /// The children of the release's earlier attempts that still exist, with their
+    /// attempt.
+    pub old_children: Vec<(i32, Child)>,
+    /// How many attempts keep their children (the administrator's setting; at least 1).
+    pub keep_attempts: u32,
     /// The outcome of deleting a retired release's version tag (filled in by the edges
     /// when [`wants_tag_deletion`]).
     pub tag_deletion: Option<Result<TagDeletion, CatalogError>>,
@@ -195,6 +200,15 @@ pub enum Create {
     TestJob(Snapshot, String),
 }
 
+/// A child of an attempt, by name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Child {
+    /// A snapshot ConfigMap.
+    Snapshot(String),
+    /// A build or test Job (its pods go with it).
+    Job(String),
+}
+
 /// An Event to record on the release.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Note {
@@ -215,6 +229,8 @@ pub struct Decision {
     /// first: when it exists already (taken by an earlier run from another CoreBuild
     /// generation) the edges stop there, and the next run starts from the stored one.
     pub create: Vec<Create>,
+    /// What to delete: the children of attempts older than the kept ones.
+    pub delete: Vec<Child>,
     /// Events to record.
     pub notes: Vec<Note>,
     /// When to look again if nothing else happens.
@@ -539,7 +555,30 @@ pub fn decide(release: &ImageRelease, observed: &Observed, now: &Time) -> Decisi
     if matches!(cx.phase(), Phase::Published | Phase::Deprecated | Phase::Retired) {
         snapshot_gone(&mut cx, observed);
     }
-    finish(cx)
+    let delete = prune(&mut cx, observed);
+    let mut decision = finish(cx);
+    decision.delete = delete;
+    decision
+}
+
+/// The children of attempts older than the last `keep_attempts` (the current one
+/// included), to delete, told in one event.
+fn prune(cx: &mut Ctx, observed: &Observed) -> Vec<Child> {
+    let keep = observed.keep_attempts.max(1) as i32;
+    let oldest_kept = cx.st.attempt.unwrap_or(1).saturating_sub(keep - 1);
+    let doomed: Vec<&(i32, Child)> = observed.old_children.iter().filter(|(a, _)| *a < oldest_kept).collect();
+    if doomed.is_empty() {
+        return Vec::new();
+    }
+    let mut attempts: Vec<i32> = doomed.iter().map(|(a, _)| *a).collect();
+    attempts.dedup();
+    let list = attempts.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ");
+    cx.note(
+        false,
+        "OldAttemptsDeleted",
+        format!("deleted the Jobs and snapshot of attempt {list} (the last {keep} attempts are kept)"),
+    );
+    doomed.into_iter().map(|(_, c)| c.clone()).collect()
 }
 
 /// What the API server's schema cannot refuse but the controller must.
@@ -925,7 +964,7 @@ fn finish(mut cx: Ctx) -> Decision {
         if stalled { &reason } else { "NotStalled" },
         if stalled { &message } else { "" },
     );
-    Decision { status: cx.st, create: cx.create, notes: cx.notes, requeue_after: cx.requeue_after }
+    Decision { status: cx.st, create: cx.create, delete: Vec::new(), notes: cx.notes, requeue_after: cx.requeue_after }
 }
 
 /// Whether two statuses differ in anything but timestamps of conditions, so that a

@@ -740,3 +740,36 @@ fn a_published_release_whose_snapshot_is_gone_goes_on_with_its_lifecycle_and_say
     assert!(again.notes.is_empty(), "warned once: {:?}", again.notes);
     assert!(!status_changed(deprecated.status.as_ref(), &again.status));
 }
+
+#[test]
+fn children_of_attempts_older_than_the_kept_ones_are_deleted_once() {
+    // Attempt 4 is building; attempts 1 to 3 left their children.
+    let mut r = building(Target::Verified);
+    r.status.as_mut().unwrap().attempt = Some(4);
+    let mut o = stored(4);
+    o.build_job = Some(job("rel-a4-build", JobState::Running, None, None));
+    o.keep_attempts = 2;
+    for a in 1..4 {
+        o.old_children.push((a, Child::Snapshot(format!("rel-a{a}-snapshot"))));
+        o.old_children.push((a, Child::Job(format!("rel-a{a}-build"))));
+    }
+    let d = decide(&r, &o, &at(20));
+    assert_eq!(
+        d.delete,
+        [
+            Child::Snapshot("rel-a1-snapshot".into()),
+            Child::Job("rel-a1-build".into()),
+            Child::Snapshot("rel-a2-snapshot".into()),
+            Child::Job("rel-a2-build".into()),
+        ]
+    );
+    let note = d.notes.iter().find(|n| n.reason == "OldAttemptsDeleted").expect("told");
+    assert!(note.message.contains("attempt 1, 2"), "{}", note.message);
+    // Once they are gone, nothing more is deleted or told.
+    o.old_children.retain(|(a, _)| *a == 3);
+    let d = decide(&r, &o, &at(30));
+    assert!(d.delete.is_empty() && d.notes.is_empty(), "{d:?}");
+    // Keeping one (at least one is always kept): only the current attempt's stay.
+    o.keep_attempts = 0;
+    assert_eq!(decide(&r, &o, &at(30)).delete.len(), 2);
+}

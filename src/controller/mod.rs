@@ -287,8 +287,8 @@ fn scope_controllers(
     let core_builds = {
         let trim = |c: &mut CoreBuild| trim_meta(&mut c.metadata);
         cached(&watch, watcher::Config::default(), core_build_writer, trim, &caches, Cache::CoreBuilds, {
-            let caches = caches.clone();
-            move |e| on_core_build_event(e, &caches, &rerun_release)
+            let (caches, ctx) = (caches.clone(), ctx.clone());
+            move |e| on_core_build_event(e, &caches, &ctx, &rerun_release)
         })
         .applied_objects()
     };
@@ -465,14 +465,18 @@ fn on_release_event(
 }
 
 /// Follows a CoreBuild watch event (before the cache takes it in): re-runs the releases
-/// its change concerns.
+/// its change concerns, and forgets a deleted CoreBuild.
 fn on_core_build_event(
     event: &watcher::Event<CoreBuild>,
     caches: &Caches,
+    ctx: &release::Context,
     rerun_release: &mpsc::UnboundedSender<ObjectRef<ImageRelease>>,
 ) {
     let Some((new, deleted)) = changed(event) else { return };
     let ns = new.namespace().unwrap_or_default();
+    if deleted {
+        ctx.core_builds_written.forget(&ns, &new.name_any());
+    }
     let old = caches.core_builds.get(&ObjectRef::from_obj(new));
     let releases = caches.releases_of(&ns, &new.name_any());
     for r in triggers::on_core_build(old.as_deref(), (!deleted).then_some(new), &releases) {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::ObjectRef;
@@ -20,8 +20,8 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::cache::{Caches, Expectations};
 use super::decide::{
-    Create, JobObservation, JobState, Observed, decide, staging_digest_to_check, status_changed, version_claimed_by,
-    wanted_attempt, wants_publication, wants_tag_deletion,
+    Child, Create, JobObservation, JobState, Observed, decide, staging_digest_to_check, status_changed,
+    version_claimed_by, wanted_attempt, wants_publication, wants_tag_deletion,
 };
 use super::observe::{observe_job, refused_creation};
 use crate::api::{Catalog, CoreBuild, CoreBuildStatus, FIELD_MANAGER, ImageRelease, ImageReleaseStatus, Phase};
@@ -73,7 +73,13 @@ pub struct PodConfig {
     /// Build pods get a user namespace of their own (`hostUsers: false`; the nodes'
     /// runtime must support it).
     pub user_namespaced_builders: bool,
+    /// How many attempts of a release keep their Jobs (and pods) and snapshot, the
+    /// current one included; older ones are deleted.
+    pub keep_attempts: u32,
 }
+
+/// Default of [`PodConfig::keep_attempts`].
+pub const DEFAULT_KEEP_ATTEMPTS: u32 = 3;
 
 impl Default for PodConfig {
     fn default() -> Self {
@@ -81,6 +87,7 @@ impl Default for PodConfig {
             builder_image: jobs::DEFAULT_BUILDER_IMAGE.into(),
             privileges: Privileges::default(),
             user_namespaced_builders: false,
+            keep_attempts: DEFAULT_KEEP_ATTEMPTS,
         }
     }
 }
@@ -266,6 +273,18 @@ async fn observe(ctx: &Context, ns: &str, release: &ImageRelease) -> Result<Obse
     }
     observed.build_job = observe_job_named(caches, ns, &names::build_job(&name, attempt));
     observed.test_job = observe_job_named(caches, ns, &names::test_job(&name, attempt));
+    observed.keep_attempts = ctx.pods.keep_attempts;
+    for earlier in 1..attempt {
+        let snapshot = names::snapshot(&name, earlier);
+        if caches.snapshot(ns, &snapshot).is_some() {
+            observed.old_children.push((earlier, Child::Snapshot(snapshot)));
+        }
+        for job in [names::build_job(&name, earlier), names::test_job(&name, earlier)] {
+            if caches.job(ns, &job).is_some() {
+                observed.old_children.push((earlier, Child::Job(job)));
+            }
+        }
+    }
 
     // The registry is the one the attempt was made for, from its snapshot; without one
     // (deleted by someone) nothing is done in the registry, and the lifecycle goes on by
@@ -442,6 +461,23 @@ async fn reconcile_once(release: &ImageRelease, ctx: &Context, ns: &str, name: &
                     failpoint::hit("test-job-created").await;
                 }
             }
+        }
+    }
+
+    for child in &decision.delete {
+        let deleted = match child {
+            Child::Snapshot(name) => Api::<ConfigMap>::namespaced(client.clone(), ns)
+                .delete(name, &DeleteParams::default())
+                .await
+                .map(|_| ()),
+            Child::Job(name) => {
+                Api::<Job>::namespaced(client.clone(), ns).delete(name, &DeleteParams::background()).await.map(|_| ())
+            }
+        };
+        match deleted {
+            Ok(()) => info!(child = ?child, "deleted a child of an earlier attempt"),
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e.into()),
         }
     }
 

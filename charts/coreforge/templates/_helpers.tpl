@@ -113,10 +113,11 @@ kinds.
   resources: ["corebuilds/status"]
   verbs: ["get", "patch", "update"]
 # Creates the build and test Job of each attempt and watches the Jobs it owns to
-# learn when they finish. Jobs are never updated or deleted by the controller.
+# learn when they finish. Deletes the Jobs of attempts older than the kept ones
+# (--keep-attempts); never updates one.
 - apiGroups: ["batch"]
   resources: ["jobs"]
-  verbs: ["get", "list", "watch", "create"]
+  verbs: ["get", "list", "watch", "create", "delete"]
 # Reads the pods of its Jobs: a finished one's termination message carries the
 # build result (digest) or the test report; a running one's status says why it does
 # not start (ImagePullBackOff, Unschedulable). Watches their metadata (label
@@ -124,12 +125,13 @@ kinds.
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch"]
-# Creates the immutable per-attempt snapshot ConfigMaps it owns, reads blueprint
-# ConfigMaps named by CoreBuilds, and watches ConfigMap metadata so a release
-# waiting for its blueprint resumes when the ConfigMap appears.
+# Creates the immutable per-attempt snapshot ConfigMaps it owns (and deletes those
+# of attempts older than the kept ones), reads blueprint ConfigMaps named by
+# CoreBuilds, and watches ConfigMap metadata so a release waiting for its blueprint
+# resumes when the ConfigMap appears.
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["get", "list", "watch", "create"]
+  verbs: ["get", "list", "watch", "create", "delete"]
 # Records an Event on every phase transition and failure (events.k8s.io/v1; patch
 # updates the count of a repeated event).
 - apiGroups: ["events.k8s.io"]
