@@ -2,7 +2,7 @@
 SHELL := /usr/bin/env bash
 CARGO ?= cargo
 
-.PHONY: help demo demo-stop test bench build crds fmt lint cluster-up cluster-down cluster-status cluster-env
+.PHONY: properties help demo demo-stop test bench build crds fmt lint cluster-up cluster-down cluster-status cluster-env
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -18,6 +18,9 @@ test: ## Run every test: lint, unit, and integration/e2e on the local environmen
 
 bench: ## Measure coreforge at scale against a floor (BENCH_N="100 1000"); table in target/bench/
 	tests/bench.sh
+
+properties: ## Check the decision core's invariants on 1,000,000 random walks (release build; PROPERTY_CASES=N)
+	COREFORGE_PROPERTY_CASES=$${PROPERTY_CASES:-1000000} $(CARGO) test --locked --release --lib -- --exact controller::decide::tests::props::the_decision_core_keeps_its_invariants_on_random_walks --nocapture
 
 build: ## Build the coreforge binary
 	$(CARGO) build --locked

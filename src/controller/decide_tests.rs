@@ -773,3 +773,6 @@ fn children_of_attempts_older_than_the_kept_ones_are_deleted_once() {
     o.keep_attempts = 0;
     assert_eq!(decide(&r, &o, &at(30)).delete.len(), 2);
 }
+
+#[path = "decide_props.rs"]
+mod props;

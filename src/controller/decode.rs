@@ -7,16 +7,20 @@
 //! them one at a time: an object that does not decode is left out of the cache (as if it
 //! were absent, so nothing acts on a stale copy of it), reported once per version with a
 //! Warning event on the object and a log line, and counted in
-//! `coreforge_undecodable_objects{kind}` for as long as it stays unreadable.
+//! `coreforge_undecodable_objects{kind}` for as long as it stays unreadable. A failed
+//! watch is retried soon ([`WatchBackoff`]): after a 410 Gone it lists again within
+//! seconds.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::utils::{Backoff, ResetTimerBackoff};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -156,8 +160,44 @@ where
     }
 }
 
+/// How a failed watch is retried: after 0.5 s, doubling up to 5 s, back to 0.5 s once
+/// it has run for 30 s without failing. (kube's default grows to 30 s with jitter and
+/// resets only after two quiet minutes: after a 15 s API server restart, watches
+/// resumed one by one over three minutes, each first meeting 410 Gone, so the controller
+/// was blind to some kinds that long. Six watches at most every 5 s is nothing to an API
+/// server, and the client's rate limit bounds them anyway.)
+pub struct WatchBackoff {
+    next: Duration,
+}
+
+impl WatchBackoff {
+    const MIN: Duration = Duration::from_millis(500);
+    const MAX: Duration = Duration::from_secs(5);
+
+    /// The backoff every watch of the controller uses.
+    pub fn new() -> ResetTimerBackoff<WatchBackoff> {
+        ResetTimerBackoff::new(WatchBackoff { next: Self::MIN }, Duration::from_secs(30))
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let now = self.next;
+        self.next = (now * 2).min(Self::MAX);
+        Some(now)
+    }
+}
+
+impl Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.next = Self::MIN;
+    }
+}
+
 /// A watch of `K` in `scope` (all namespaces when `None`) that decodes object by object
-/// for the cache `store` reads, with the default backoff.
+/// for the cache `store` reads, retried with [`WatchBackoff`].
 pub fn watch<K>(
     client: &Client,
     scope: Option<&str>,
@@ -173,7 +213,7 @@ where
         Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
         None => Api::all_with(client.clone(), &resource),
     };
-    watcher(api, config).default_backoff().filter_map(move |event| {
+    watcher(api, config).backoff(WatchBackoff::new()).filter_map(move |event| {
         let converted = match event {
             Ok(event) => convert(event, &store, &undecodable).map(Ok),
             Err(e) => Some(Err(e)),
@@ -185,6 +225,15 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn watches_are_retried_within_seconds() {
+        let mut b = WatchBackoff { next: WatchBackoff::MIN };
+        let waits: Vec<u64> = (&mut b).take(6).map(|d| d.as_millis() as u64).collect();
+        assert_eq!(waits, [500, 1000, 2000, 4000, 5000, 5000]);
+        b.reset();
+        assert_eq!(b.next(), Some(WatchBackoff::MIN));
+    }
     use crate::api::ImageRelease;
     use kube::runtime::events::Reporter;
     use kube::runtime::reflector;

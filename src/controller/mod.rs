@@ -306,7 +306,7 @@ fn scope_controllers(
         api::<PartialObjectMeta<ConfigMap>>(client, scope),
         watcher::Config::default().labels(&format!("!{LABEL_RELEASE}")),
     )
-    .default_backoff()
+    .backoff(decode::WatchBackoff::new())
     .touched_objects();
     // Why a Job has no pod (refused by admission, a quota) is told only by these.
     let failed_creates = {
