@@ -40,11 +40,7 @@ async fn verified_default(client: &Client, ns: &str) -> anyhow::Result<Controlle
 }
 
 async fn wait_phase(client: &Client, ns: &str, name: &str, phase: Phase) -> anyhow::Result<ImageRelease> {
-    let irs: Api<ImageRelease> = Api::namespaced(client.clone(), ns);
-    support::wait_for(&irs, name, &format!("release {name} to be {phase}"), SETTLE, |r| {
-        r.status.as_ref().and_then(|s| s.phase) == Some(phase)
-    })
-    .await
+    fixtures::wait_phase(client, ns, name, phase, SETTLE).await
 }
 
 /// Waits until release `name` has condition `type_` with reason `reason`.
@@ -67,14 +63,6 @@ async fn event_reasons(client: &Client, ns: &str, name: &str) -> anyhow::Result<
     let events: Api<Event> = Api::namespaced(client.clone(), ns);
     let list = events.list(&ListParams::default().fields(&format!("regarding.name={name}"))).await?;
     Ok(list.items.into_iter().filter_map(|e| e.reason).collect())
-}
-
-async fn jobs(client: &Client, ns: &str) -> anyhow::Result<Vec<String>> {
-    let api: Api<Job> = Api::namespaced(client.clone(), ns);
-    let mut names: Vec<String> =
-        api.list(&ListParams::default()).await?.items.into_iter().filter_map(|j| j.metadata.name).collect();
-    names.sort();
-    Ok(names)
 }
 
 #[tokio::test]
@@ -107,7 +95,7 @@ async fn a_release_builds_tests_and_becomes_verified() -> anyhow::Result<()> {
         );
         let phases: Vec<_> = st.history.iter().map(|t| t.phase).collect();
         ensure!(phases == [Phase::Pending, Phase::Building, Phase::Testing, Phase::Verified], "history {phases:?}");
-        ensure!(jobs(&client, &ns).await? == ["debian-12-7-0-a1-build", "debian-12-7-0-a1-test"]);
+        ensure!(fixtures::job_names(&client, &ns).await? == ["debian-12-7-0-a1-build", "debian-12-7-0-a1-test"]);
 
         // Every transition told its story as an Event (the Job each one created included).
         let want = ["AttemptStarted", "BuildSucceeded", "ContractKept"];
@@ -137,7 +125,7 @@ async fn a_release_builds_tests_and_becomes_verified() -> anyhow::Result<()> {
         let after = irs.get("debian-12-7-0").await?.status.unwrap();
         ensure!(after.attempt == Some(1) && after.provenance == st.provenance, "{after:?}");
         ensure!(after.phase == Some(Phase::Verified) && after.checks == st.checks, "{after:?}");
-        ensure!(jobs(&client, &ns).await? == ["debian-12-7-0-a1-build", "debian-12-7-0-a1-test"]);
+        ensure!(fixtures::job_names(&client, &ns).await? == ["debian-12-7-0-a1-build", "debian-12-7-0-a1-test"]);
         // …and its snapshot cannot be changed: the API server refuses.
         let snapshot: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
         let cm = snapshot.get(&p.snapshot).await?;
@@ -172,7 +160,7 @@ async fn a_failing_build_fails_the_release_with_the_pods_reason() -> anyhow::Res
         ensure!(ready.reason == "BuildFailed", "{ready:?}");
         ensure!(ready.message.contains("BuildahRunFailed (exit code 3)") && ready.message.contains("exit status 100"), "{ready:?}");
         ensure!(condition(&r, "Stalled").status == "True" && condition(&r, "Built").status == "False");
-        ensure!(jobs(&client, &ns).await? == ["r-a1-build"], "no test Job after a failed build");
+        ensure!(fixtures::job_names(&client, &ns).await? == ["r-a1-build"], "no test Job after a failed build");
         let describe = support::run(support::kubectl().args(["describe", "ir", "r", "-n", &ns])).await?;
         ensure!(describe.contains("BuildFailed") && describe.contains("exit status 100"), "kubectl describe:\n{describe}");
 
@@ -185,7 +173,7 @@ async fn a_failing_build_fails_the_release_with_the_pods_reason() -> anyhow::Res
         support::run(support::kubectl().args(["annotate", "ir", "r", "-n", &ns, "coreforge.dev/retry=1"])).await?;
         let r = wait_phase(&client, &ns, "r", Phase::Verified).await?;
         ensure!(r.status.as_ref().unwrap().attempt == Some(2));
-        ensure!(jobs(&client, &ns).await? == ["r-a1-build", "r-a2-build", "r-a2-test"]);
+        ensure!(fixtures::job_names(&client, &ns).await? == ["r-a1-build", "r-a2-build", "r-a2-test"]);
         Ok(())
     })
     .await
@@ -262,7 +250,7 @@ async fn a_second_release_of_a_version_waits_for_the_first_to_go() -> anyhow::Re
         ensure!(condition(&copy, "Ready").status == "False" && condition(&copy, "Reconciling").status == "False");
         let st = copy.status.as_ref().unwrap();
         ensure!(st.phase == Some(Phase::Pending) && st.attempt.is_none(), "{st:?}");
-        let names = jobs(&client, &ns).await?;
+        let names = fixtures::job_names(&client, &ns).await?;
         ensure!(names == ["r-a1-build", "r-a1-test"], "the copy built nothing: {names:?}");
         let warned = support::eventually("a DuplicateVersion event", secs(30), Duration::from_millis(500), || {
             let (client, ns) = (client.clone(), ns.clone());
@@ -277,7 +265,7 @@ async fn a_second_release_of_a_version_waits_for_the_first_to_go() -> anyhow::Re
         support::wait_deleted(&irs, "r", "the first release", SETTLE).await?;
         let copy = wait_phase(&client, &ns, "r-copy", Phase::Verified).await?;
         ensure!(condition(&copy, "Stalled").status == "False");
-        ensure!(jobs(&client, &ns).await?.contains(&"r-copy-a1-test".to_string()));
+        ensure!(fixtures::job_names(&client, &ns).await?.contains(&"r-copy-a1-test".to_string()));
         Ok(())
     })
     .await
@@ -300,7 +288,10 @@ async fn a_killed_controller_resumes_without_duplicate_jobs() -> anyhow::Result<
         controller.kill().await?;
         let _controller = ControllerProcess::start(&ns).await?;
         wait_phase(&client, &ns, "r", Phase::Verified).await?;
-        ensure!(jobs(&client, &ns).await? == ["r-a1-build", "r-a1-test"], "exactly one build and one test Job");
+        ensure!(
+            fixtures::job_names(&client, &ns).await? == ["r-a1-build", "r-a1-test"],
+            "exactly one build and one test Job"
+        );
         let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
         let snapshots = cms.list(&ListParams::default().labels("coreforge.dev/release=r")).await?.items.len();
         ensure!(snapshots == 1, "one snapshot, found {snapshots}");
@@ -413,7 +404,7 @@ async fn a_builder_asking_for_more_than_the_administrator_allows_gets_no_pod() -
             }
             ensure!(condition(&r, "Stalled").status == "True");
         }
-        ensure!(jobs(&client, &ns).await?.is_empty(), "no Job, so no pod, for a refused builder");
+        ensure!(fixtures::job_names(&client, &ns).await?.is_empty(), "no Job, so no pod, for a refused builder");
 
         // The administrator allows exactly that; a retry then creates the build pod as asked.
         controller.kill().await?;
@@ -563,7 +554,7 @@ async fn the_children_of_old_attempts_are_deleted_beyond_the_kept_ones() -> anyh
         let kept = support::eventually("attempt 1's children to be deleted", secs(30), secs(1), || {
             let (client, ns, cms) = (client.clone(), ns.clone(), cms.clone());
             async move {
-                let jobs = jobs(&client, &ns).await?;
+                let jobs = fixtures::job_names(&client, &ns).await?;
                 let mut snapshots: Vec<String> = cms
                     .list(&ListParams::default().labels("coreforge.dev/release=r"))
                     .await?

@@ -17,7 +17,6 @@ use anyhow::ensure;
 use coreforge::api::{CoreBuild, ImageRelease, Phase};
 use coreforge::failpoint;
 use fixtures::{ControllerProcess, REGISTRY};
-use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
@@ -29,17 +28,6 @@ const SETTLE: Duration = Duration::from_secs(120);
 /// At most this many events per release over the whole scenario (each change is told
 /// once; a restart may tell one again).
 const EVENTS_PER_RELEASE: usize = 12;
-
-async fn wait_release(
-    client: &Client,
-    ns: &str,
-    name: &str,
-    what: &str,
-    cond: impl Fn(&ImageRelease) -> bool,
-) -> anyhow::Result<ImageRelease> {
-    let irs: Api<ImageRelease> = Api::namespaced(client.clone(), ns);
-    support::wait_for(&irs, name, &format!("{name} {what}"), SETTLE, cond).await
-}
 
 fn phase(r: &ImageRelease) -> Option<Phase> {
     r.status.as_ref().and_then(|s| s.phase)
@@ -80,18 +68,18 @@ async fn crash_at(test: &str, point: &'static str) -> anyhow::Result<()> {
         let cbs: Api<CoreBuild> = Api::namespaced(client.clone(), &ns);
         cbs.create(&PostParams::default(), &serde_json::from_value(cb)?).await?;
         create_release(&client, &ns, "r1", "12.7.0").await?;
-        wait_release(&client, &ns, "r1", "Published", |r| phase(r) == Some(Phase::Published)).await?;
+        fixtures::wait_phase(&client, &ns, "r1", Phase::Published, SETTLE).await?;
 
         let b = fixtures::seed_image(&staging).await?;
         let build = json!({"spec": {"builder": {"podAnnotations": {"sim.coreforge.dev/termination-message": fixtures::build_result(&b)}}}});
         cbs.patch("debian", &PatchParams::default(), &Patch::Merge(build)).await?;
         create_release(&client, &ns, "r2", "12.8.0").await?;
-        wait_release(&client, &ns, "r2", "Published", |r| phase(r) == Some(Phase::Published)).await?;
-        wait_release(&client, &ns, "r1", "Deprecated", |r| phase(r) == Some(Phase::Deprecated)).await?;
+        fixtures::wait_phase(&client, &ns, "r2", Phase::Published, SETTLE).await?;
+        fixtures::wait_phase(&client, &ns, "r1", Phase::Deprecated, SETTLE).await?;
 
         let irs: Api<ImageRelease> = Api::namespaced(client.clone(), &ns);
         irs.patch("r1", &PatchParams::default(), &Patch::Merge(json!({"spec": {"target": "Retired"}}))).await?;
-        let r1 = wait_release(&client, &ns, "r1", "Retired, its tag deleted", |r| {
+        let r1 = support::wait_for(&irs, "r1", "r1 Retired, its tag deleted", SETTLE, |r| {
             phase(r) == Some(Phase::Retired) && r.status.as_ref().is_some_and(|s| s.published.is_empty())
         })
         .await?;
@@ -115,22 +103,12 @@ async fn crash_at(test: &str, point: &'static str) -> anyhow::Result<()> {
         ensure!(r2_refs == &[format!("{repo}:12.8.0"), format!("{repo}:12"), format!("{repo}:latest")], "{r2_refs:?}");
 
         // One Job per kind per attempt.
-        let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
-        let mut names: Vec<String> =
-            jobs.list(&ListParams::default()).await?.items.into_iter().filter_map(|j| j.metadata.name).collect();
-        names.sort();
+        let names = fixtures::job_names(&client, &ns).await?;
         ensure!(names == ["r1-a1-build", "r1-a1-test", "r2-a1-build", "r2-a1-test"], "{names:?}");
 
         // The catalog is exactly right: 12.7.0 gone, the rest at 12.8.0's digest.
         let path = format!("{ns}/core");
-        let tags = coreforge::registry::Registry::new(
-            Some(&coreforge::api::RegistryTls { insecure: true, skip_verify: false }),
-            coreforge::registry::Credentials::default(),
-        )
-        .tags(&repo)
-        .await?;
-        let mut tags = tags;
-        tags.sort();
+        let tags = fixtures::registry_tags(&path).await?;
         ensure!(tags == ["12", "12.8.0", "latest"], "the repository's tags: {tags:?}");
         for tag in ["12", "12.8.0", "latest"] {
             let digest = fixtures::registry_digest(REGISTRY, &path, tag, None).await?;

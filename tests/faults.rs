@@ -15,8 +15,7 @@ use std::time::Duration;
 use anyhow::ensure;
 use coreforge::api::{CoreBuild, ImageRelease, Phase};
 use fixtures::{ControllerProcess, REGISTRY};
-use k8s_openapi::api::batch::v1::Job;
-use kube::api::{ListParams, PostParams};
+use kube::api::PostParams;
 use kube::{Api, Client};
 use serde_json::json;
 use support::secs;
@@ -30,11 +29,7 @@ const SETTLE: Duration = Duration::from_secs(180);
 static TURN: Mutex<()> = Mutex::const_new(());
 
 async fn wait_phase(client: &Client, ns: &str, name: &str, phase: Phase) -> anyhow::Result<ImageRelease> {
-    let irs: Api<ImageRelease> = Api::namespaced(client.clone(), ns);
-    support::wait_for(&irs, name, &format!("{name} to be {phase}"), SETTLE, |r| {
-        r.status.as_ref().and_then(|s| s.phase) == Some(phase)
-    })
-    .await
+    fixtures::wait_phase(client, ns, name, phase, SETTLE).await
 }
 
 async fn create_release(client: &Client, ns: &str, name: &str, version: &str, target: &str) -> anyhow::Result<()> {
@@ -43,14 +38,6 @@ async fn create_release(client: &Client, ns: &str, name: &str, version: &str, ta
     let irs: Api<ImageRelease> = Api::namespaced(client.clone(), ns);
     irs.create(&PostParams::default(), &serde_json::from_value(r)?).await?;
     Ok(())
-}
-
-async fn job_names(client: &Client, ns: &str) -> anyhow::Result<Vec<String>> {
-    let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
-    let mut names: Vec<String> =
-        jobs.list(&ListParams::default()).await?.items.into_iter().filter_map(|j| j.metadata.name).collect();
-    names.sort();
-    Ok(names)
 }
 
 /// Kills `component` (SIGKILL, as a crash) and starts it again after `down_seconds`.
@@ -118,7 +105,7 @@ async fn the_api_server_restarted_mid_flight_with_expired_watches() -> anyhow::R
         .await?;
         let tag = fixtures::registry_digest(REGISTRY, &format!("{ns}/core"), "12.7.0", None).await?;
         ensure!(tag.as_deref() == Some(digest.as_str()), "12.7.0 resolves to {tag:?}");
-        let names = job_names(&client, &ns).await?;
+        let names = fixtures::job_names(&client, &ns).await?;
         ensure!(names == ["r1-a1-build", "r1-a1-test"], "one Job per kind: {names:?}");
         // It happened as intended: the watches failed while the API server was away.
         let log = controller.log_text();
@@ -285,12 +272,7 @@ async fn a_registry_that_fails_resets_and_is_slow_still_gets_an_exact_catalog() 
             ensure!(found == digest, "{tag} resolves to {found}, not {digest}");
         }
         // Nothing else: a retried push is the same manifest under the same tag.
-        let registry = coreforge::registry::Registry::new(
-            Some(&coreforge::api::RegistryTls { insecure: true, skip_verify: false }),
-            coreforge::registry::Credentials::default(),
-        );
-        let mut tags = registry.tags(&format!("{REGISTRY}/{repo}")).await?;
-        tags.sort();
+        let tags = fixtures::registry_tags(&repo).await?;
         ensure!(tags == ["12", "12.7.0", "latest"], "the repository's tags: {tags:?}");
         let st = r.status.expect("status");
         ensure!(st.checks.iter().all(|c| c.passed) && st.attempt == Some(1), "{st:?}");

@@ -34,30 +34,43 @@ async fn readyz(addr: &str, want: &str, timeout: Duration) -> anyhow::Result<()>
     .await
 }
 
+/// Leader `leader-a`, then follower `leader-b`, each ready as such: the controllers and
+/// their HTTP addresses.
+async fn leader_and_follower(ns: &str) -> anyhow::Result<(ControllerProcess, String, ControllerProcess, String)> {
+    let (a, a_addr) = start(ns, "leader-a").await?;
+    readyz(&a_addr, "ok\n", support::secs(30)).await?;
+    let (b, b_addr) = start(ns, "leader-b").await?;
+    readyz(&b_addr, "ok: follower\n", support::secs(30)).await?;
+    Ok((a, a_addr, b, b_addr))
+}
+
+/// A CoreBuild whose builds run `run_seconds`, and release `r` of it, waited for until its
+/// build Job runs.
+async fn a_build_running(client: &kube::Client, ns: &str, run_seconds: u32) -> anyhow::Result<()> {
+    let digest = fixtures::seed_image(&fixtures::staging(ns)).await?;
+    let mut cb = fixtures::local_core_build("debian", ns, &digest);
+    cb["spec"]["builder"]["podAnnotations"]["sim.coreforge.dev/run-seconds"] = json!(run_seconds.to_string());
+    let cbs: Api<CoreBuild> = Api::namespaced(client.clone(), ns);
+    cbs.create(&PostParams::default(), &serde_json::from_value(cb)?).await?;
+    let irs: Api<ImageRelease> = Api::namespaced(client.clone(), ns);
+    irs.create(&PostParams::default(), &serde_json::from_value(fixtures::release("r", "debian", "12.7.0"))?).await?;
+    let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
+    support::wait_for(&jobs, "r-a1-build", "the build Job to run", support::secs(60), |j| {
+        j.status.as_ref().and_then(|s| s.active).unwrap_or(0) > 0
+    })
+    .await?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_follower_takes_over_from_a_killed_leader_and_the_release_completes_once() -> anyhow::Result<()> {
     fixtures::install_crds().await?;
     support::with_namespace("leader", |client, ns| async move {
-        let (a, a_addr) = start(&ns, "leader-a").await?;
-        readyz(&a_addr, "ok\n", support::secs(30)).await?;
-        let (_b, b_addr) = start(&ns, "leader-b").await?;
-        readyz(&b_addr, "ok: follower\n", support::secs(30)).await?;
+        let (a, _, _b, b_addr) = leader_and_follower(&ns).await?;
         let (_, metrics) = fixtures::http_get(&format!("http://{b_addr}/metrics")).await?;
         ensure!(metrics.contains("coreforge_leader 0"), "the follower says it does not lead");
-
-        let digest = fixtures::seed_image(&fixtures::staging(&ns)).await?;
-        let mut cb = fixtures::local_core_build("debian", &ns, &digest);
-        cb["spec"]["builder"]["podAnnotations"]["sim.coreforge.dev/run-seconds"] = json!("10");
-        let cbs: Api<CoreBuild> = Api::namespaced(client.clone(), &ns);
-        cbs.create(&PostParams::default(), &serde_json::from_value(cb)?).await?;
+        a_build_running(&client, &ns, 10).await?;
         let irs: Api<ImageRelease> = Api::namespaced(client.clone(), &ns);
-        irs.create(&PostParams::default(), &serde_json::from_value(fixtures::release("r", "debian", "12.7.0"))?)
-            .await?;
-        let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
-        support::wait_for(&jobs, "r-a1-build", "the build Job to run", support::secs(60), |j| {
-            j.status.as_ref().and_then(|s| s.active).unwrap_or(0) > 0
-        })
-        .await?;
 
         a.kill().await?;
         let killed = Instant::now();
@@ -70,9 +83,7 @@ async fn a_follower_takes_over_from_a_killed_leader_and_the_release_completes_on
             r.status.as_ref().and_then(|s| s.phase) == Some(Phase::Verified)
         })
         .await?;
-        let mut names: Vec<String> =
-            jobs.list(&ListParams::default()).await?.items.into_iter().filter_map(|j| j.metadata.name).collect();
-        names.sort();
+        let names = fixtures::job_names(&client, &ns).await?;
         ensure!(names == ["r-a1-build", "r-a1-test"], "exactly one build and one test Job: {names:?}");
 
         // Only one writer at a time: A's writes all come before B's first (leases aside).
@@ -93,11 +104,7 @@ async fn a_follower_takes_over_from_a_killed_leader_and_the_release_completes_on
 async fn a_stopped_leader_gives_the_lease_up_for_the_follower() -> anyhow::Result<()> {
     fixtures::install_crds().await?;
     support::with_namespace("leader-stop", |client, ns| async move {
-        let (a, a_addr) = start(&ns, "leader-a").await?;
-        readyz(&a_addr, "ok\n", support::secs(30)).await?;
-        let (_b, b_addr) = start(&ns, "leader-b").await?;
-        readyz(&b_addr, "ok: follower\n", support::secs(30)).await?;
-
+        let (a, _, _b, b_addr) = leader_and_follower(&ns).await?;
         let log = a.log_path();
         let status = a.terminate().await?;
         ensure!(status.success(), "the stopped leader exited with {status}");
@@ -120,24 +127,9 @@ async fn a_stopped_leader_gives_the_lease_up_for_the_follower() -> anyhow::Resul
 async fn a_leader_paused_past_its_lease_writes_nothing_after_the_new_leader_starts() -> anyhow::Result<()> {
     fixtures::install_crds().await?;
     support::with_namespace("leader-pause", |client, ns| async move {
-        let (a, a_addr) = start(&ns, "leader-a").await?;
-        readyz(&a_addr, "ok\n", support::secs(30)).await?;
-        let (_b, b_addr) = start(&ns, "leader-b").await?;
-        readyz(&b_addr, "ok: follower\n", support::secs(30)).await?;
-
-        let digest = fixtures::seed_image(&fixtures::staging(&ns)).await?;
-        let mut cb = fixtures::local_core_build("debian", &ns, &digest);
-        cb["spec"]["builder"]["podAnnotations"]["sim.coreforge.dev/run-seconds"] = json!("8");
-        let cbs: Api<CoreBuild> = Api::namespaced(client.clone(), &ns);
-        cbs.create(&PostParams::default(), &serde_json::from_value(cb)?).await?;
+        let (a, _, _b, b_addr) = leader_and_follower(&ns).await?;
+        a_build_running(&client, &ns, 8).await?;
         let irs: Api<ImageRelease> = Api::namespaced(client.clone(), &ns);
-        irs.create(&PostParams::default(), &serde_json::from_value(fixtures::release("r", "debian", "12.7.0"))?)
-            .await?;
-        let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
-        support::wait_for(&jobs, "r-a1-build", "the build Job to run", support::secs(60), |j| {
-            j.status.as_ref().and_then(|s| s.active).unwrap_or(0) > 0
-        })
-        .await?;
 
         // Frozen with a build running; more work arrives while it is.
         a.signal("STOP")?;
@@ -165,9 +157,7 @@ async fn a_leader_paused_past_its_lease_writes_nothing_after_the_new_leader_star
         );
         let late: Vec<_> = writes[first_b..].iter().filter(|w| w.contains("(leader-a)")).collect();
         ensure!(late.is_empty(), "the paused leader wrote after the new leader's first write:\n{}", writes.join("\n"));
-        let mut names: Vec<String> =
-            jobs.list(&ListParams::default()).await?.items.into_iter().filter_map(|j| j.metadata.name).collect();
-        names.sort();
+        let names = fixtures::job_names(&client, &ns).await?;
         ensure!(names == ["r-a1-build", "r-a1-test", "r2-a1-build", "r2-a1-test"], "one Job per kind: {names:?}");
         Ok(())
     })

@@ -21,8 +21,7 @@ fn phase(r: &ImageRelease) -> Option<Phase> {
 }
 
 async fn wait_phase(client: &Client, ns: &str, name: &str, want: Phase) -> anyhow::Result<ImageRelease> {
-    let irs: Api<ImageRelease> = Api::namespaced(client.clone(), ns);
-    support::wait_for(&irs, name, &format!("{name} to be {want}"), SETTLE, |r| phase(r) == Some(want)).await
+    fixtures::wait_phase(client, ns, name, want, SETTLE).await
 }
 
 /// Points the CoreBuild's simulated build at a freshly pushed image, and creates a release.

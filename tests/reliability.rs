@@ -30,11 +30,7 @@ where
 }
 
 async fn wait_phase(client: &Client, ns: &str, name: &str, phase: Phase) -> anyhow::Result<ImageRelease> {
-    let irs: Api<ImageRelease> = Api::namespaced(client.clone(), ns);
-    support::wait_for(&irs, name, &format!("release {name} to be {phase}"), SETTLE, |r| {
-        r.status.as_ref().and_then(|s| s.phase) == Some(phase)
-    })
-    .await
+    fixtures::wait_phase(client, ns, name, phase, SETTLE).await
 }
 
 /// The far end of the date range: the API server accepts it, the controller's

@@ -634,6 +634,18 @@ fn publishing_waits_out_registry_outages_and_names_bad_credentials() {
     assert_eq!((phase(&d), cond(&d, READY).1), (Phase::Failed, "VersionTagConflict"));
 }
 
+/// A Published 12.8.0 of the same CoreBuild.
+fn newer_published() -> crate::lifecycle::Sibling {
+    crate::lifecycle::Sibling {
+        name: "newer".into(),
+        version: semver::Version::new(12, 8, 0),
+        phase: Phase::Published,
+        published_at: None,
+        base_digest: None,
+        checks: vec![],
+    }
+}
+
 #[test]
 fn a_release_the_policy_moved_beyond_its_target_is_ready() {
     let r = verified(Target::Published);
@@ -642,14 +654,7 @@ fn a_release_the_policy_moved_beyond_its_target_is_ready() {
     let published = apply(r.clone(), &decide(&r, &o, &at(40)));
     o.publication = None;
     o.policy = Some(crate::api::LifecyclePolicy { max_supported: Some(1), ..Default::default() });
-    o.siblings = vec![crate::lifecycle::Sibling {
-        name: "newer".into(),
-        version: semver::Version::new(12, 8, 0),
-        phase: Phase::Published,
-        published_at: None,
-        base_digest: None,
-        checks: vec![],
-    }];
+    o.siblings = vec![newer_published()];
     let d = decide(&published, &o, &at(50));
     assert_eq!(phase(&d), Phase::Deprecated);
     assert_eq!(d.status.deprecated_at, Some(at(50)));
@@ -721,14 +726,7 @@ fn a_published_release_whose_snapshot_is_gone_goes_on_with_its_lifecycle_and_say
         policy: Some(crate::api::LifecyclePolicy { max_supported: Some(1), ..Default::default() }),
         ..Default::default()
     };
-    gone.siblings = vec![crate::lifecycle::Sibling {
-        name: "newer".into(),
-        version: semver::Version::new(12, 8, 0),
-        phase: Phase::Published,
-        published_at: None,
-        base_digest: None,
-        checks: vec![],
-    }];
+    gone.siblings = vec![newer_published()];
     let d = decide(&published, &gone, &at(50));
     assert_eq!(phase(&d), Phase::Deprecated, "the lifecycle goes on");
     let (ready, reason, message) = cond(&d, READY);

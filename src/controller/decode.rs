@@ -129,30 +129,24 @@ where
         };
         store.get(&reference).map(|k| (*k).clone())
     };
+    // An applied object, during a relist (`initial`) or after it.
+    let applied = |obj: DynamicObject, initial: bool| match decode(&obj) {
+        Ok(k) => {
+            undecodable.forget(&kind, &obj);
+            Some(if initial { watcher::Event::InitApply(k) } else { watcher::Event::Apply(k) })
+        }
+        Err(e) => {
+            undecodable.report(&kind, &api_version, &obj, &e);
+            // Left out of a relist, the store drops it when the relist is done; after
+            // one, its copy is removed.
+            if initial { None } else { held(&obj).map(watcher::Event::Delete) }
+        }
+    };
     match event {
         watcher::Event::Init => Some(watcher::Event::Init),
         watcher::Event::InitDone => Some(watcher::Event::InitDone),
-        watcher::Event::InitApply(obj) => match decode(&obj) {
-            Ok(k) => {
-                undecodable.forget(&kind, &obj);
-                Some(watcher::Event::InitApply(k))
-            }
-            // Left out of the relist: the store drops it when the relist is done.
-            Err(e) => {
-                undecodable.report(&kind, &api_version, &obj, &e);
-                None
-            }
-        },
-        watcher::Event::Apply(obj) => match decode(&obj) {
-            Ok(k) => {
-                undecodable.forget(&kind, &obj);
-                Some(watcher::Event::Apply(k))
-            }
-            Err(e) => {
-                undecodable.report(&kind, &api_version, &obj, &e);
-                held(&obj).map(watcher::Event::Delete)
-            }
-        },
+        watcher::Event::InitApply(obj) => applied(obj, true),
+        watcher::Event::Apply(obj) => applied(obj, false),
         watcher::Event::Delete(obj) => {
             undecodable.forget(&kind, &obj);
             decode(&obj).ok().or_else(|| held(&obj)).map(watcher::Event::Delete)
