@@ -2,8 +2,6 @@
 //! `src/scripts/` and are the same text a person can run by hand (see the README,
 //! "Builder contract").
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::batch::v1::{
     Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
 };
@@ -15,16 +13,11 @@ use k8s_openapi::api::core::v1::{
 use kube::api::ObjectMeta;
 use kube::{Resource, ResourceExt};
 
-use crate::api::{
-    CoreBuildSpec, ImageRelease, LABEL_ATTEMPT, LABEL_CORE_BUILD, LABEL_RELEASE, LABEL_STEP, PodSettings,
-};
-use crate::names;
+use crate::api::{CoreBuildSpec, ImageRelease, PodSettings};
+use crate::names::{self, Step, labels};
 use crate::results::TERMINATION_MESSAGE_LIMIT;
 use crate::snapshot::{KEY_CONTAINERFILE, Snapshot};
 
-/// Builder image used when a CoreBuild names none and the controller was given no
-/// `--builder-image`: buildah's own image (it runs the default script as root).
-pub const DEFAULT_BUILDER_IMAGE: &str = "quay.io/buildah/stable:v1.39";
 /// The default build script (buildah).
 pub const BUILD_SCRIPT: &str = include_str!("scripts/build.sh");
 /// The contract test script, run inside the built image.
@@ -35,44 +28,6 @@ const BLUEPRINT_DIR: &str = "/workspace/blueprint";
 const AUTH_DIR: &str = "/workspace/auth";
 const DEFAULT_BUILD_DEADLINE: i64 = 3600;
 const DEFAULT_TEST_DEADLINE: i64 = 900;
-
-/// A step of a release attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
-    /// The build Job.
-    Build,
-    /// The test Job.
-    Test,
-}
-
-impl Step {
-    /// Label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Step::Build => "build",
-            Step::Test => "test",
-        }
-    }
-}
-
-/// The builder image of a CoreBuild spec, or `default` when it names none.
-pub fn builder_image<'a>(spec: &'a CoreBuildSpec, default: &'a str) -> &'a str {
-    spec.builder.as_ref().and_then(|b| b.image.as_deref()).unwrap_or(default)
-}
-
-/// Labels of every object the controller creates for `release`.
-pub fn labels(release: &ImageRelease, step: Option<Step>, attempt: i32) -> BTreeMap<String, String> {
-    let mut l = BTreeMap::from([
-        ("app.kubernetes.io/managed-by".to_string(), "coreforge".to_string()),
-        (LABEL_RELEASE.to_string(), release.name_any()),
-        (LABEL_CORE_BUILD.to_string(), release.spec.core_build.clone()),
-        (LABEL_ATTEMPT.to_string(), attempt.to_string()),
-    ]);
-    if let Some(step) = step {
-        l.insert(LABEL_STEP.to_string(), step.as_str().to_string());
-    }
-    l
-}
 
 /// The staging tag of an attempt: version (with `+` made tag-safe), release uid, attempt.
 pub fn staging_tag(release: &ImageRelease, attempt: i32) -> String {

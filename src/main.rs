@@ -39,7 +39,7 @@ enum Command {
         #[arg(long, default_value = "15s", value_parser = parse_duration_arg)]
         lease_duration: std::time::Duration,
         /// Builder image for CoreBuilds that name none (pin it by digest).
-        #[arg(long, env = "COREFORGE_BUILDER_IMAGE", default_value = coreforge::jobs::DEFAULT_BUILDER_IMAGE)]
+        #[arg(long, env = "COREFORGE_BUILDER_IMAGE", default_value = coreforge::snapshot::DEFAULT_BUILDER_IMAGE)]
         builder_image: String,
         /// A Linux capability a CoreBuild's builder or tester may add beyond the default
         /// builder's (SETUID, SETGID, SETFCAP, or with --user-namespaced-builders those of
@@ -68,7 +68,7 @@ enum Command {
         user_namespaced_builders: bool,
         /// How many attempts of a release keep their Jobs, pods and snapshot (the current
         /// one included); those of older attempts are deleted.
-        #[arg(long, env = "COREFORGE_KEEP_ATTEMPTS", default_value_t = coreforge::controller::release::DEFAULT_KEEP_ATTEMPTS, value_parser = clap::value_parser!(u32).range(1..))]
+        #[arg(long, env = "COREFORGE_KEEP_ATTEMPTS", default_value_t = coreforge::controller::context::DEFAULT_KEEP_ATTEMPTS, value_parser = clap::value_parser!(u32).range(1..))]
         keep_attempts: u32,
         /// How many releases are reconciled at once per watched namespace (and as many
         /// CoreBuilds).
@@ -139,7 +139,7 @@ fn main() -> anyhow::Result<()> {
                 let lease_client = coreforge::kubeclient::build_unlimited(config)?;
                 let election = leader_elect
                     .then(|| coreforge::leader::Election::new(lease_name, lease_namespace, identity, lease_duration));
-                let pods = coreforge::controller::release::PodConfig {
+                let pods = coreforge::controller::context::PodConfig {
                     builder_image,
                     privileges: coreforge::privileges::Privileges::new(
                         allow_builder_capabilities,

@@ -1,8 +1,46 @@
-//! Deterministic names of the objects the controller creates for a release. The same
-//! release and attempt always give the same names, so a restarted controller finds what
-//! it created before instead of creating it twice.
+//! Deterministic names and labels of the objects the controller creates for a release.
+//! The same release and attempt always give the same names, so a restarted controller
+//! finds what it created before instead of creating it twice.
 
+use std::collections::BTreeMap;
+
+use kube::ResourceExt;
 use sha2::{Digest, Sha256};
+
+use crate::api::{ImageRelease, LABEL_ATTEMPT, LABEL_CORE_BUILD, LABEL_RELEASE, LABEL_STEP};
+
+/// A step of a release attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// The build Job.
+    Build,
+    /// The test Job.
+    Test,
+}
+
+impl Step {
+    /// Label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Build => "build",
+            Step::Test => "test",
+        }
+    }
+}
+
+/// Labels of every object the controller creates for `release`.
+pub fn labels(release: &ImageRelease, step: Option<Step>, attempt: i32) -> BTreeMap<String, String> {
+    let mut l = BTreeMap::from([
+        ("app.kubernetes.io/managed-by".to_string(), "coreforge".to_string()),
+        (LABEL_RELEASE.to_string(), release.name_any()),
+        (LABEL_CORE_BUILD.to_string(), release.spec.core_build.clone()),
+        (LABEL_ATTEMPT.to_string(), attempt.to_string()),
+    ]);
+    if let Some(step) = step {
+        l.insert(LABEL_STEP.to_string(), step.as_str().to_string());
+    }
+    l
+}
 
 /// Longest name whose value can also be a label value (Jobs put their name in a label).
 const MAX: usize = 63;

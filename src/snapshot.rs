@@ -10,8 +10,16 @@ use kube::api::ObjectMeta;
 use kube::{Resource, ResourceExt};
 
 use crate::api::{CoreBuildSpec, ImageRelease, Provenance};
-use crate::jobs;
 use crate::names;
+
+/// Builder image used when a CoreBuild names none and the controller was given no
+/// `--builder-image`: buildah's own image (it runs the default script as root).
+pub const DEFAULT_BUILDER_IMAGE: &str = "quay.io/buildah/stable:v1.39";
+
+/// The builder image of a CoreBuild spec, or `default` when it names none.
+pub fn builder_image<'a>(spec: &'a CoreBuildSpec, default: &'a str) -> &'a str {
+    spec.builder.as_ref().and_then(|b| b.image.as_deref()).unwrap_or(default)
+}
 
 /// ConfigMap key holding the CoreBuild spec (JSON).
 pub const KEY_SPEC: &str = "corebuild.json";
@@ -65,7 +73,7 @@ impl Snapshot {
             metadata: ObjectMeta {
                 name: Some(self.name.clone()),
                 namespace: release.namespace(),
-                labels: Some(jobs::labels(release, None, self.attempt)),
+                labels: Some(names::labels(release, None, self.attempt)),
                 annotations: Some(BTreeMap::from([
                     (ANNOTATION_GENERATION.to_string(), self.core_build_generation.to_string()),
                     (ANNOTATION_ATTEMPT.to_string(), self.attempt.to_string()),
@@ -109,7 +117,7 @@ impl Snapshot {
                 .annotations()
                 .get(ANNOTATION_BUILDER_IMAGE)
                 .cloned()
-                .unwrap_or_else(|| jobs::builder_image(&spec, jobs::DEFAULT_BUILDER_IMAGE).to_string()),
+                .unwrap_or_else(|| builder_image(&spec, DEFAULT_BUILDER_IMAGE).to_string()),
             // Snapshots taken before it was recorded shared the node's users.
             user_namespace: cm.annotations().get(ANNOTATION_USER_NAMESPACE).is_some_and(|v| v == "true"),
             spec,

@@ -121,7 +121,7 @@ async fn the_rendered_build_and_test_scripts_work_for_real() -> anyhow::Result<(
         attempt: 1,
         core_build_generation: 1,
         containerfile: spec.blueprint.containerfile.clone().unwrap(),
-        builder_image: coreforge::jobs::DEFAULT_BUILDER_IMAGE.into(),
+        builder_image: coreforge::snapshot::DEFAULT_BUILDER_IMAGE.into(),
         user_namespace: false,
         spec,
     };

@@ -7,6 +7,10 @@
 //! The life each scenario drives: release 12.7.0 published (channels `12` and `latest`
 //! move to it), then 12.8.0 (the channels move on, and `maxSupported: 1` deprecates
 //! 12.7.0), then 12.7.0 retired (with `deleteRetiredTags`, its tag goes).
+//!
+//! At the two points right after a catalog write was decided, the test also checks what
+//! the stopped controller left: the write recorded as the release's intent, and not yet
+//! made in the registry.
 
 mod fixtures;
 mod support;
@@ -14,7 +18,7 @@ mod support;
 use std::time::Duration;
 
 use anyhow::ensure;
-use coreforge::api::{CoreBuild, ImageRelease, Phase};
+use coreforge::api::{CoreBuild, ImageRelease, IntentAction, Phase};
 use coreforge::failpoint;
 use fixtures::{ControllerProcess, REGISTRY};
 use k8s_openapi::api::events::v1::Event;
@@ -53,10 +57,11 @@ async fn crash_at(test: &str, point: &'static str) -> anyhow::Result<()> {
         .await?;
         // When it exits at the point, a controller without failure points takes over.
         let successor = {
-            let ns = ns.clone();
+            let (client, ns) = (client.clone(), ns.clone());
             tokio::spawn(async move {
                 let status = armed.exited(secs(300)).await?;
                 ensure!(status.code() == Some(failpoint::EXIT_CODE), "the armed controller exited with {status}");
+                intent_left_at(point, &client, &ns).await?;
                 ControllerProcess::start(&ns).await
             })
         };
@@ -125,6 +130,26 @@ async fn crash_at(test: &str, point: &'static str) -> anyhow::Result<()> {
         Ok(())
     })
     .await
+}
+
+/// At the points where a catalog write was decided and not yet made: 12.7.0's status
+/// records it as its intent, and the registry is as it was.
+async fn intent_left_at(point: &str, client: &Client, ns: &str) -> anyhow::Result<()> {
+    let (phase_then, action, tag_there) = match point {
+        "status-written:Verified" => (Phase::Verified, IntentAction::Publish, false),
+        "status-written:Retired" => (Phase::Retired, IntentAction::DeleteVersionTag, true),
+        _ => return Ok(()),
+    };
+    let r1 = Api::<ImageRelease>::namespaced(client.clone(), ns).get("r1").await?;
+    let st = r1.status.clone().unwrap_or_default();
+    ensure!(st.phase == Some(phase_then), "r1 is {:?}, not {phase_then:?}", st.phase);
+    let intent = st.intent.as_ref().ok_or_else(|| anyhow::anyhow!("r1 records no intent: {st:?}"))?;
+    ensure!(intent.action == action, "{intent:?}");
+    ensure!(intent.reference == format!("{REGISTRY}/{ns}/core:12.7.0"), "{intent:?}");
+    ensure!(Some(&intent.digest) == st.digest.as_ref() && intent.decided_on.is_some(), "{intent:?}");
+    let tags = fixtures::registry_tags(&format!("{ns}/core")).await?;
+    ensure!(tags.contains(&"12.7.0".to_string()) == tag_there, "the tags before the write: {tags:?}");
+    Ok(())
 }
 
 macro_rules! matrix {

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use coreforge::api::{CoreBuildSpec, ImageRelease, LABEL_STEP};
-use coreforge::jobs::{self, Step};
-use coreforge::names;
-use coreforge::snapshot::Snapshot;
+use coreforge::jobs;
+use coreforge::names::{self, Step};
+use coreforge::snapshot::{self, Snapshot};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::PostParams;
@@ -53,7 +53,7 @@ fn jobs_of(workload: &Workload, ns: &str, i: usize) -> anyhow::Result<(Job, Job)
         attempt: 1,
         core_build_generation: 1,
         containerfile: cb["spec"]["blueprint"]["containerfile"].as_str().unwrap_or_default().to_string(),
-        builder_image: jobs::builder_image(&spec, jobs::DEFAULT_BUILDER_IMAGE).to_string(),
+        builder_image: snapshot::builder_image(&spec, snapshot::DEFAULT_BUILDER_IMAGE).to_string(),
         user_namespace: false,
         spec,
     };

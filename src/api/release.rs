@@ -269,6 +269,38 @@ pub struct ImageReleaseStatus {
     /// Every phase change, oldest first (the last 50 are kept).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<Transition>,
+    /// A catalog write the controller decided on and recorded here before performing it.
+    /// It is performed (again, if the controller stopped in between) until its outcome is
+    /// recorded, whatever changed since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intent: Option<Intent>,
+}
+
+/// A catalog write, recorded in status before it is performed (conditioned on the
+/// resourceVersion it was decided on), and cleared when its outcome is recorded.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Intent {
+    /// What is to be done.
+    pub action: IntentAction,
+    /// The reference written: `repository:tag`.
+    pub reference: String,
+    /// The digest it concerns.
+    pub digest: String,
+    /// The release's resourceVersion the decision was made on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_on: Option<String>,
+    /// When it was decided.
+    pub decided_at: Time,
+}
+
+/// A catalog write of a release.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IntentAction {
+    /// Copy the verified digest from staging to the version tag.
+    Publish,
+    /// Delete a retired release's version tag (unless other tags resolve to its digest).
+    DeleteVersionTag,
 }
 
 /// What a release attempt was made from. Fixed when the attempt starts, so later edits of

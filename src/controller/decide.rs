@@ -1,11 +1,20 @@
 //! The pure decision core: given a release, what the controller observed around it, and
-//! the time, decide the release's next status and the objects to create, in order. No
-//! I/O, so every case is a row in a table test.
+//! the time, decide the release's next status and every effect the edges perform: the
+//! children to create and delete, and the catalog write to make. No I/O, so every case
+//! is a row in a table test. One reconcile reads top to bottom: read ([`Observed`]) →
+//! [`decide`] → act → [`record`] the catalog write's outcome.
 //!
-//! Crash safety comes from the shape, not from care at each call site: the attempt number
-//! lives in the persisted status, every child's name derives from it, and the edges read
-//! before they create. Re-running a decision after a crash anywhere gives the same names,
-//! finds the same children and reaches the same status.
+//! Crash safety comes from the shape, not from care at each call site:
+//! - the attempt number lives in the persisted status, and every child's name derives
+//!   from it: re-running a decision after a crash anywhere gives the same names, finds
+//!   the same children (`AlreadyExists`) and reaches the same status;
+//! - a catalog write (publishing, deleting a retired version tag) is an [`Intent`] in
+//!   the status the decision returns. The edges write that status on the condition that
+//!   the release is still at the resourceVersion it was decided on, and only then
+//!   perform the write; [`record`] clears the intent with the outcome. A controller that
+//!   stops in between finds the intent and performs it again (both writes are
+//!   idempotent), whatever changed since: a decided catalog write is never lost, and
+//!   never made on a stale copy of the release.
 
 use std::time::Duration;
 
@@ -16,7 +25,9 @@ use crate::api::{
     ANNOTATION_RETRY, BUILT, ImageRelease, ImageReleaseStatus, Phase, READY, RECONCILING, STALLED, StepStatus, TESTED,
     Target, Transition, set_condition,
 };
-use crate::api::{CONTRACT_KEPT, ImageConfig, LifecyclePolicy, PUBLISHED, parse_duration};
+use crate::api::{
+    CONTRACT_KEPT, Catalog, ImageConfig, Intent, IntentAction, LifecyclePolicy, PUBLISHED, parse_duration,
+};
 use crate::catalog::{CatalogError, TagDeletion};
 use crate::contract;
 use crate::lifecycle::{self, Sibling};
@@ -107,9 +118,6 @@ pub struct Observed {
     /// does not exist there); filled in by the edges when [`staging_digest_to_check`]
     /// names a digest.
     pub staging_check: Option<Result<Option<ImageConfig>, CatalogError>>,
-    /// The outcome of publishing (filled in by the edges when [`wants_publication`]):
-    /// the digest the version tag resolves to.
-    pub publication: Option<Result<String, CatalogError>>,
     /// Channels of the CoreBuild that point at this release now.
     pub channels: Vec<String>,
     /// The other releases of the same CoreBuild (from Verified on).
@@ -121,9 +129,9 @@ pub struct Observed {
     pub old_children: Vec<(i32, Child)>,
     /// How many attempts keep their children (the administrator's setting; at least 1).
     pub keep_attempts: u32,
-    /// The outcome of deleting a retired release's version tag (filled in by the edges
-    /// when [`wants_tag_deletion`]).
-    pub tag_deletion: Option<Result<TagDeletion, CatalogError>>,
+    /// The versions of the same CoreBuild that are Retired on this release's digest: when
+    /// its version tag is deleted, theirs go with it (from Verified on).
+    pub retired_on_digest: Vec<String>,
 }
 
 /// The digest whose presence in staging the edges must check: the one a successful build
@@ -136,35 +144,6 @@ pub fn staging_digest_to_check(release: &ImageRelease, build_job: Option<&JobObs
         return None;
     }
     results::parse_build(job.message.as_deref().unwrap_or_default()).ok().map(|r| r.digest)
-}
-
-/// Whether the edges must publish: the release is Verified, its target goes further, and
-/// it keeps the contract of the releases before it in its major version.
-pub fn wants_publication(release: &ImageRelease, siblings: &[Sibling]) -> bool {
-    let phase = release.status.as_ref().and_then(|s| s.phase);
-    phase == Some(Phase::Verified)
-        && release.spec.target >= Target::Published
-        && contract_gate(release, siblings).incompatible.is_empty()
-}
-
-/// Whether the edges must delete a retired release's version tag: the policy says so and
-/// it still has published references. (The edges delete it only if no other tag of the
-/// repository resolves to its digest: see [`crate::catalog::delete_version_tag`].)
-pub fn wants_tag_deletion(release: &ImageRelease, policy: Option<&LifecyclePolicy>) -> bool {
-    let st = release.status.as_ref();
-    st.and_then(|s| s.phase) == Some(Phase::Retired)
-        && policy.is_some_and(|p| p.delete_retired_tags)
-        && st.is_some_and(|s| !s.published.is_empty())
-}
-
-/// The contract changes of a Verified release since the newest Published release of its
-/// major version (empty when there is none).
-fn contract_gate(release: &ImageRelease, siblings: &[Sibling]) -> lifecycle::ContractDiff {
-    let checks = release.status.as_ref().map(|s| s.checks.clone()).unwrap_or_default();
-    semver::Version::parse(&release.spec.version)
-        .ok()
-        .and_then(|v| lifecycle::baseline(&v, siblings, true).map(|b| lifecycle::contract_diff(&b.checks, &checks)))
-        .unwrap_or_default()
 }
 
 /// Which other release of the same CoreBuild owns `release`'s version: the oldest one
@@ -220,6 +199,43 @@ pub struct Note {
     pub message: String,
 }
 
+/// A catalog write, performed by the edges after the status recording it as an
+/// [`Intent`] was written.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Copy `digest` from staging to the version tag of `version`
+    /// ([`crate::catalog::publish`]).
+    Publish {
+        /// The catalog of the attempt's snapshot.
+        catalog: Catalog,
+        /// The verified digest.
+        digest: String,
+        /// The release's version.
+        version: String,
+    },
+    /// Delete the version tag of a retired release, with those of `going_too`, unless
+    /// another tag resolves to `digest` ([`crate::catalog::delete_version_tag`]).
+    DeleteVersionTag {
+        /// The catalog of the attempt's snapshot.
+        catalog: Catalog,
+        /// The release's digest.
+        digest: String,
+        /// The release's version.
+        version: String,
+        /// Retired versions of the same CoreBuild on the same digest.
+        going_too: Vec<String>,
+    },
+}
+
+/// What came of an [`Effect`], for [`record`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Of [`Effect::Publish`]: the digest the version tag resolves to.
+    Published(Result<String, CatalogError>),
+    /// Of [`Effect::DeleteVersionTag`].
+    TagDeletion(Result<TagDeletion, CatalogError>),
+}
+
 /// What to do.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
@@ -231,6 +247,9 @@ pub struct Decision {
     pub create: Vec<Create>,
     /// What to delete: the children of attempts older than the kept ones.
     pub delete: Vec<Child>,
+    /// The catalog write to perform once `status` (which records it as its intent) is
+    /// written; its outcome goes to [`record`].
+    pub effect: Option<Effect>,
     /// Events to record.
     pub notes: Vec<Note>,
     /// When to look again if nothing else happens.
@@ -272,6 +291,7 @@ struct Ctx<'a> {
     now: &'a Time,
     st: ImageReleaseStatus,
     create: Vec<Create>,
+    effect: Option<Effect>,
     notes: Vec<Note>,
     /// Why the release is where it is: (reason, message) for Ready/Reconciling/Stalled.
     headline: (String, String),
@@ -279,7 +299,21 @@ struct Ctx<'a> {
     requeue_after: Option<Duration>,
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
+    fn new(release: &'a ImageRelease, now: &'a Time) -> Self {
+        Ctx {
+            release,
+            now,
+            st: release.status.clone().unwrap_or_default(),
+            create: Vec::new(),
+            effect: None,
+            notes: Vec::new(),
+            headline: (String::new(), String::new()),
+            stalled: false,
+            requeue_after: None,
+        }
+    }
+
     fn generation(&self) -> Option<i64> {
         self.release.metadata.generation
     }
@@ -361,9 +395,39 @@ impl Ctx<'_> {
     }
 
     fn fail(&mut self, step_condition: &str, reason: &str, message: String) {
+        // A Failed release writes nothing to the catalog.
+        self.st.intent = None;
         self.condition(step_condition, Some(false), reason, &message);
         self.transition(Phase::Failed, reason, message.clone());
         self.headline(reason, format!("{message}; change the spec or set the {ANNOTATION_RETRY} annotation to retry"));
+    }
+
+    /// Records the intent to perform `effect`, decided now on the release as it is, and
+    /// asks the edges to perform it.
+    fn intend(&mut self, action: IntentAction, reference: String, effect: Effect) {
+        let digest = self.st.digest.clone().unwrap_or_default();
+        self.st.intent = Some(Intent {
+            action,
+            reference,
+            digest,
+            decided_on: self.release.metadata.resource_version.clone(),
+            decided_at: self.now.clone(),
+        });
+        self.effect = Some(effect);
+    }
+
+    /// The intent recorded for `action`, if the status holds one.
+    fn pending(&self, action: IntentAction) -> bool {
+        self.st.intent.as_ref().is_some_and(|i| i.action == action)
+    }
+
+    /// Nothing new is known until an effect's outcome is recorded: the headline and
+    /// Stalled stay what they were (an outage's backoff too).
+    fn unchanged(&mut self) {
+        if let Some(c) = crate::api::find_condition(&self.st.conditions, READY) {
+            self.headline = (c.reason.clone(), c.message.clone());
+        }
+        self.stalled = crate::api::find_condition(&self.st.conditions, STALLED).is_some_and(|c| c.status == "True");
     }
 
     /// The catalog failed: stay in the phase, say why on `condition_type`, and look again
@@ -461,17 +525,7 @@ fn last(s: &str, max: usize) -> String {
 
 /// Decides the next status of `release` and what to create.
 pub fn decide(release: &ImageRelease, observed: &Observed, now: &Time) -> Decision {
-    let old = release.status.clone().unwrap_or_default();
-    let mut cx = Ctx {
-        release,
-        now,
-        st: old.clone(),
-        create: Vec::new(),
-        notes: Vec::new(),
-        headline: (String::new(), String::new()),
-        stalled: false,
-        requeue_after: None,
-    };
+    let mut cx = Ctx::new(release, now);
     cx.st.observed_generation = release.metadata.generation;
     if cx.st.phase.is_none() {
         cx.st.phase = Some(Phase::Pending);
@@ -514,33 +568,7 @@ pub fn decide(release: &ImageRelease, observed: &Observed, now: &Time) -> Decisi
             let at = cx.st.deprecated_at.as_ref().map(|t| t.0.to_string()).unwrap_or_default();
             cx.headline("Deprecated", format!("deprecated at {at}; still pullable by its version tag"));
         }
-        Phase::Retired => {
-            let at = cx.st.retired_at.as_ref().map(|t| t.0.to_string()).unwrap_or_default();
-            match &observed.tag_deletion {
-                Some(Ok(TagDeletion::Deleted)) => {
-                    let refs = std::mem::take(&mut cx.st.published).join(", ");
-                    let msg = format!("deleted {refs} (lifecycle.deleteRetiredTags)");
-                    cx.condition(PUBLISHED, Some(false), "VersionTagDeleted", &msg);
-                    cx.note(false, "VersionTagDeleted", msg);
-                    cx.headline("Retired", format!("retired at {at}; its version tag was deleted"));
-                }
-                Some(Ok(TagDeletion::Kept { by })) => {
-                    let refs = cx.st.published.join(", ");
-                    let msg = format!(
-                        "kept {refs}: deleting it would delete the manifest, and with it {} of the same repository, which resolve to the same digest",
-                        by.join(", ")
-                    );
-                    let before = crate::api::find_condition(&cx.st.conditions, PUBLISHED).map(|c| c.reason.clone());
-                    if before.as_deref() != Some("VersionTagKept") {
-                        cx.note(false, "VersionTagKept", msg.clone());
-                    }
-                    cx.condition(PUBLISHED, Some(true), "VersionTagKept", &msg);
-                    cx.headline("Retired", format!("retired at {at}; {msg}"));
-                }
-                Some(Err(e)) => cx.wait_for_catalog(PUBLISHED, e, "deleting the retired version tag"),
-                None => cx.headline("Retired", format!("retired at {at}; in no channel")),
-            }
-        }
+        Phase::Retired => retired(&mut cx, observed),
         Phase::Failed => {
             // Nothing new happened: the failure recorded when it happened still explains it.
             if cx.headline.0.is_empty()
@@ -789,34 +817,139 @@ fn test(cx: &mut Ctx, observed: &Observed) {
 
 fn verified(cx: &mut Ctx, observed: &Observed) {
     let image = cx.st.staging_image.clone().unwrap_or_default();
-    if cx.release.spec.target == Target::Verified {
+    let pending = cx.pending(IntentAction::Publish);
+    if cx.release.spec.target == Target::Verified && !pending {
         return cx.headline("Verified", format!("{image} kept its contract"));
     }
-    if !contract_over_time(cx, observed) {
+    // A recorded intent is performed whatever changed since it was decided.
+    if !contract_over_time(cx, observed) && !pending {
         return;
     }
     let Some(snap) = cx.snapshot(observed) else { return };
-    let reference = format!("{}:{}", snap.spec.catalog.repository, cx.release.spec.version);
-    let window = snap.spec.lifecycle.as_ref().and_then(|l| l.support_window.as_deref()).and_then(parse_duration);
-    match &observed.publication {
-        None => {
-            let msg = format!("publishing {image} as {reference}");
-            cx.condition(PUBLISHED, None, "Publishing", &msg);
-            cx.headline("Publishing", msg);
-        }
-        Some(Err(e)) => cx.wait_for_catalog(PUBLISHED, e, &format!("publishing {image} as {reference}")),
-        Some(Ok(_)) => {
-            let now = cx.now.clone();
-            cx.st.published_at = Some(now.clone());
-            cx.st.support_ends_at = cx.release.spec.support_ends_at.clone().or_else(|| {
-                window.and_then(|w| now.0.checked_add(w).ok()).map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time)
-            });
-            published_refs(cx, &snap.spec.catalog.repository, observed);
-            let msg = format!("published {reference} ({})", cx.st.digest.clone().unwrap_or_default());
-            cx.condition(PUBLISHED, Some(true), "Published", &msg);
-            cx.transition(Phase::Published, "Published", msg);
-        }
+    let version = cx.release.spec.version.clone();
+    let repository = &snap.spec.catalog.repository;
+    let effect = Effect::Publish {
+        catalog: snap.spec.catalog.clone(),
+        digest: cx.st.digest.clone().unwrap_or_default(),
+        version: version.clone(),
+    };
+    if pending {
+        cx.effect = Some(effect);
+        return cx.unchanged();
     }
+    let msg = format!("publishing {image} as {repository}:{version}");
+    cx.intend(IntentAction::Publish, format!("{repository}:{}", crate::catalog::tag_of(&version)), effect);
+    cx.condition(PUBLISHED, None, "Publishing", &msg);
+    cx.headline("Publishing", msg);
+}
+
+/// Records what publishing a Verified release came to.
+fn publication(cx: &mut Ctx, observed: &Observed, result: &Result<String, CatalogError>) {
+    let Some(Ok(snap)) = &observed.snapshot else { return cx.unchanged() };
+    let image = cx.st.staging_image.clone().unwrap_or_default();
+    let reference = format!("{}:{}", snap.spec.catalog.repository, cx.release.spec.version);
+    if let Err(e) = result {
+        // The intent stays, and is performed again (a conflict fails the release).
+        return cx.wait_for_catalog(PUBLISHED, e, &format!("publishing {image} as {reference}"));
+    }
+    cx.st.intent = None;
+    let now = cx.now.clone();
+    let window = snap.spec.lifecycle.as_ref().and_then(|l| l.support_window.as_deref()).and_then(parse_duration);
+    cx.st.published_at = Some(now.clone());
+    cx.st.support_ends_at =
+        cx.release.spec.support_ends_at.clone().or_else(|| window.and_then(|w| now.0.checked_add(w).ok()).map(Time));
+    published_refs(cx, &snap.spec.catalog.repository, observed);
+    let msg = format!("published {reference} ({})", cx.st.digest.clone().unwrap_or_default());
+    cx.condition(PUBLISHED, Some(true), "Published", &msg);
+    cx.transition(Phase::Published, "Published", msg);
+    published(cx, observed);
+}
+
+/// How long a retired version tag kept because other tags resolve to its digest waits
+/// before it is looked at again (when nothing else re-runs its release).
+pub const KEPT_RECHECK: Duration = Duration::from_secs(600);
+
+/// A Retired release: its version tag is deleted when the policy says so (and nothing
+/// else points at its digest).
+fn retired(cx: &mut Ctx, observed: &Observed) {
+    let at = cx.st.retired_at.as_ref().map(|t| t.0.to_string()).unwrap_or_default();
+    let wanted = observed.policy.as_ref().is_some_and(|p| p.delete_retired_tags) && !cx.st.published.is_empty();
+    let pending = cx.pending(IntentAction::DeleteVersionTag);
+    let published = crate::api::find_condition(&cx.st.conditions, PUBLISHED).map(|c| c.reason.clone());
+    let kept = published.as_deref() == Some("VersionTagKept");
+    let resting = match published.as_deref() {
+        Some("VersionTagDeleted") => format!("retired at {at}; its version tag was deleted"),
+        _ => format!("retired at {at}; in no channel"),
+    };
+    let Some(Ok(snap)) = &observed.snapshot else {
+        return cx.headline("Retired", resting);
+    };
+    let effect = Effect::DeleteVersionTag {
+        catalog: snap.spec.catalog.clone(),
+        digest: cx.st.digest.clone().unwrap_or_default(),
+        version: cx.release.spec.version.clone(),
+        going_too: observed.retired_on_digest.clone(),
+    };
+    match (pending, wanted) {
+        // Kept last time, and the policy no longer asks: nothing was deleted, nothing will be.
+        (true, false) if kept => cx.st.intent = None,
+        (true, _) => {
+            cx.effect = Some(effect);
+            return cx.unchanged();
+        }
+        (false, true) => {
+            let reference =
+                format!("{}:{}", snap.spec.catalog.repository, crate::catalog::tag_of(&cx.release.spec.version));
+            let msg = format!("retired at {at}; deleting {reference} (lifecycle.deleteRetiredTags)");
+            cx.intend(IntentAction::DeleteVersionTag, reference, effect);
+            return cx.headline("Retired", msg);
+        }
+        (false, false) => {}
+    }
+    cx.headline("Retired", resting);
+}
+
+/// Records what deleting a retired release's version tag came to.
+fn tag_deletion(cx: &mut Ctx, result: &Result<TagDeletion, CatalogError>) {
+    let at = cx.st.retired_at.as_ref().map(|t| t.0.to_string()).unwrap_or_default();
+    match result {
+        Ok(TagDeletion::Deleted) => {
+            cx.st.intent = None;
+            let refs = std::mem::take(&mut cx.st.published).join(", ");
+            let msg = format!("deleted {refs} (lifecycle.deleteRetiredTags)");
+            cx.condition(PUBLISHED, Some(false), "VersionTagDeleted", &msg);
+            cx.note(false, "VersionTagDeleted", msg);
+            cx.headline("Retired", format!("retired at {at}; its version tag was deleted"));
+        }
+        Ok(TagDeletion::Kept { by }) => {
+            // The intent stays: the tag goes once nothing else resolves to its digest.
+            let refs = cx.st.published.join(", ");
+            let msg = format!(
+                "kept {refs}: deleting it would delete the manifest, and with it {} of the same repository, which resolve to the same digest",
+                by.join(", ")
+            );
+            let before = crate::api::find_condition(&cx.st.conditions, PUBLISHED).map(|c| c.reason.clone());
+            if before.as_deref() != Some("VersionTagKept") {
+                cx.note(false, "VersionTagKept", msg.clone());
+            }
+            cx.condition(PUBLISHED, Some(true), "VersionTagKept", &msg);
+            cx.headline("Retired", format!("retired at {at}; {msg}"));
+            cx.requeue_after = Some(KEPT_RECHECK);
+        }
+        Err(e) => cx.wait_for_catalog(PUBLISHED, e, "deleting the retired version tag"),
+    }
+}
+
+/// Records the outcome of the [`Effect`] that [`decide`] returned for `release`, on the
+/// release as written with its intent: the intent is cleared once it is done, and kept
+/// (to be performed again) while the catalog fails.
+pub fn record(release: &ImageRelease, observed: &Observed, outcome: &Outcome, now: &Time) -> Decision {
+    let mut cx = Ctx::new(release, now);
+    match outcome {
+        Outcome::Published(result) => publication(&mut cx, observed, result),
+        Outcome::TagDeletion(result) => tag_deletion(&mut cx, result),
+    }
+    finish(cx)
 }
 
 /// Compares the contract results with the releases before, writes the release notes, and
@@ -964,7 +1097,14 @@ fn finish(mut cx: Ctx) -> Decision {
         if stalled { &reason } else { "NotStalled" },
         if stalled { &message } else { "" },
     );
-    Decision { status: cx.st, create: cx.create, delete: Vec::new(), notes: cx.notes, requeue_after: cx.requeue_after }
+    Decision {
+        status: cx.st,
+        create: cx.create,
+        delete: Vec::new(),
+        effect: cx.effect,
+        notes: cx.notes,
+        requeue_after: cx.requeue_after,
+    }
 }
 
 /// Whether two statuses differ in anything but timestamps of conditions, so that a

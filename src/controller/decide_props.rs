@@ -20,8 +20,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::*;
 use crate::api::{ANNOTATION_RETRY, LifecyclePolicy, Phase, STALLED};
+use crate::api::{ImageReleaseStatus, IntentAction};
 use crate::catalog::{CatalogError, TagDeletion};
 use crate::lifecycle::Sibling;
+use crate::registry::RegistryError;
 
 /// xorshift64*: small, fast, and reproducible from its seed.
 struct Rng(u64);
@@ -127,44 +129,54 @@ impl World {
             });
         }
         let phase = r.status.as_ref().and_then(|s| s.phase);
-        if matches!(phase, Some(Phase::Verified | Phase::Published | Phase::Deprecated | Phase::Retired)) {
+        if rank(phase.unwrap_or_default()) >= rank(Phase::Testing) {
             o.siblings = self.siblings.clone();
-        }
-        if snapshot && wants_publication(r, &o.siblings) {
-            let st = r.status.as_ref().expect("a Verified release has a status");
-            assert_eq!(st.phase, Some(Phase::Verified), "publishing from {:?}", st.phase);
-            assert!(!st.checks.is_empty() && st.checks.iter().all(|c| c.passed), "publishing untested: {st:?}");
-            assert!(st.digest.is_some(), "publishing without a digest");
-            o.publication = Some(match (self.registry_up, self.version_tag_taken) {
-                (false, _) => Err(unreachable()),
-                (true, true) => {
-                    Err(CatalogError::Conflict { reference: "core:12.7.0".into(), existing: "sha256:other".into() })
-                }
-                (true, false) => {
-                    self.version_tag_published = true;
-                    Ok(st.digest.clone().unwrap_or_default())
-                }
-            });
-        }
-        let published = o.publication.as_ref().is_some_and(|p| p.is_ok())
-            || matches!(phase, Some(Phase::Published | Phase::Deprecated | Phase::Retired));
-        if published {
             o.policy = self.policy.clone();
-        }
-        if snapshot && wants_tag_deletion(r, o.policy.as_ref()) {
-            o.tag_deletion = Some(if self.registry_up {
-                self.version_tag_published = false;
-                Ok(TagDeletion::Deleted)
-            } else {
-                Err(unreachable())
-            });
         }
         o
     }
 
-    /// One reconcile: observe, decide, perform, record (the status write lost now and
-    /// then, as to a newer resourceVersion). Checks the invariants on the way.
-    fn reconcile(&mut self, rng: &mut Rng) -> Decision {
+    /// Performs a catalog write as the edges would, checking that only a tested release
+    /// is published, and only what the status recorded as its intent.
+    fn perform(&mut self, effect: &Effect) -> Outcome {
+        let st = self.release.status.as_ref().expect("an effect comes with a status");
+        let intent = st.intent.as_ref().expect("a catalog write is performed only once its intent is recorded");
+        let unreachable =
+            || CatalogError::Registry(RegistryError::Unreachable { registry: "r".into(), message: "refused".into() });
+        match effect {
+            Effect::Publish { digest, .. } => {
+                assert_eq!(intent.action, IntentAction::Publish);
+                assert_eq!(st.phase, Some(Phase::Verified), "publishing from {:?}", st.phase);
+                assert!(!st.checks.is_empty() && st.checks.iter().all(|c| c.passed), "publishing untested: {st:?}");
+                assert_eq!(st.digest.as_ref(), Some(digest), "publishing another digest");
+                Outcome::Published(match (self.registry_up, self.version_tag_taken) {
+                    (false, _) => Err(unreachable()),
+                    (true, true) => {
+                        Err(CatalogError::Conflict { reference: "core:12.7.0".into(), existing: "sha256:other".into() })
+                    }
+                    (true, false) => {
+                        self.version_tag_published = true;
+                        Ok(digest.clone())
+                    }
+                })
+            }
+            Effect::DeleteVersionTag { .. } => {
+                assert_eq!(intent.action, IntentAction::DeleteVersionTag);
+                assert_eq!(st.phase, Some(Phase::Retired), "deleting the tag of a {:?} release", st.phase);
+                Outcome::TagDeletion(if self.registry_up {
+                    self.version_tag_published = false;
+                    Ok(TagDeletion::Deleted)
+                } else {
+                    Err(unreachable())
+                })
+            }
+        }
+    }
+
+    /// One reconcile: observe, decide, act, record (a status write lost now and then, as
+    /// to a newer resourceVersion, and the controller stopped between a catalog write and
+    /// the record of its outcome). Checks the invariants on the way.
+    fn reconcile(&mut self, rng: &mut Rng, lossy: bool) -> Decision {
         let observed = self.observe();
         let d = decide(&self.release, &observed, &at(self.now));
         check(&self.release, &d);
@@ -188,8 +200,20 @@ impl World {
                 self.snapshots.retain(|a| &crate::names::snapshot("rel", *a) != name);
             }
         }
-        if !rng.chance(10) {
-            self.release.status = Some(d.status.clone());
+        if lossy && rng.chance(10) {
+            // Lost: nothing after it happens.
+            return d;
+        }
+        self.release.status = Some(d.status.clone());
+        if let Some(effect) = &d.effect {
+            let outcome = self.perform(effect);
+            if lossy && rng.chance(10) {
+                return d;
+            }
+            let recorded = record(&self.release, &observed, &outcome, &at(self.now));
+            check(&self.release, &recorded);
+            assert!(recorded.effect.is_none() && recorded.create.is_empty() && recorded.delete.is_empty());
+            self.release.status = Some(recorded.status);
         }
         d
     }
@@ -266,6 +290,12 @@ fn check(before: &ImageRelease, d: &Decision) {
     let old = before.status.as_ref().and_then(|s| s.phase);
     let new = d.status.phase.expect("a decision always has a phase");
     let st = &d.status;
+    let action = |s: Option<&ImageReleaseStatus>| s.and_then(|s| s.intent.as_ref()).map(|i| i.action);
+    match &d.effect {
+        Some(Effect::Publish { .. }) => assert_eq!(action(Some(st)), Some(IntentAction::Publish)),
+        Some(Effect::DeleteVersionTag { .. }) => assert_eq!(action(Some(st)), Some(IntentAction::DeleteVersionTag)),
+        None => {}
+    }
     if let Some(old) = old {
         let new_attempt = st.attempt != before.status.as_ref().and_then(|s| s.attempt);
         match (old, new) {
@@ -278,6 +308,7 @@ fn check(before: &ImageRelease, d: &Decision) {
         }
         if rank(new) >= rank(Phase::Published) && rank(old) < rank(Phase::Published) {
             assert_eq!(old, Phase::Verified, "published from {old:?}");
+            assert_eq!(action(before.status.as_ref()), Some(IntentAction::Publish), "published without an intent");
             assert!(!st.checks.is_empty() && st.checks.iter().all(|c| c.passed), "published untested: {st:?}");
             assert!(st.published_at.is_some() && st.digest.is_some(), "{st:?}");
         }
@@ -298,7 +329,7 @@ fn walk(seed: u64) -> Option<Phase> {
     let steps = 4 + rng.below(40);
     for _ in 0..steps {
         if rng.chance(50) {
-            world.reconcile(&mut rng);
+            world.reconcile(&mut rng, true);
         } else {
             world.event(&mut rng);
         }
@@ -311,21 +342,27 @@ fn walk(seed: u64) -> Option<Phase> {
         let observed = world.observe();
         let d = decide(&world.release, &observed, &at(world.now));
         check(&world.release, &d);
-        if !status_changed(before.as_ref(), &d.status) && d.create.is_empty() && d.delete.is_empty() {
+        // A catalog write still asked for is settled only while the registry is down.
+        let effects_done = d.effect.is_none() || !world.registry_up;
+        if !status_changed(before.as_ref(), &d.status) && d.create.is_empty() && d.delete.is_empty() && effects_done {
             assert!(d.notes.is_empty(), "seed {seed}: a settled release tells {:?}", d.notes);
             settled = true;
             break;
         }
         // Writes go through while quiet.
-        world.reconcile(&mut Rng(1));
-        if let Some(st) = &world.release.status
-            && st != &d.status
-        {
-            world.release.status = Some(d.status.clone());
-        }
+        world.reconcile(&mut rng, false);
     }
     assert!(settled, "seed {seed}: the release does not settle: {:?}", world.release.status);
-    world.release.status.as_ref().and_then(|s| s.phase)
+    // The catalog is what the status says: a published reference, the version tag (while
+    // the registry and the snapshot naming it are there to act on).
+    let st = world.release.status.clone().unwrap_or_default();
+    let snapshot = st.attempt.is_some_and(|a| world.snapshots.contains(&a));
+    if matches!(st.phase, Some(Phase::Published | Phase::Deprecated | Phase::Retired)) && world.registry_up && snapshot
+    {
+        let in_status = !st.published.is_empty();
+        assert_eq!(in_status, world.version_tag_published, "seed {seed}: the catalog disagrees with {st:?}");
+    }
+    st.phase
 }
 
 fn cases() -> u64 {

@@ -43,7 +43,7 @@ fn snap(attempt: i32) -> Snapshot {
         core_build_generation: 3,
         spec: spec(),
         containerfile: "FROM scratch\nRUN true\n".into(),
-        builder_image: crate::jobs::DEFAULT_BUILDER_IMAGE.into(),
+        builder_image: crate::snapshot::DEFAULT_BUILDER_IMAGE.into(),
         user_namespace: false,
     }
 }
@@ -271,7 +271,7 @@ fn a_stored_snapshot_starts_the_attempt_and_creates_the_build_job() {
     assert_eq!(p.core_build_generation, 3);
     assert_eq!(p.base_digest, DIGEST);
     assert!(p.blueprint_hash.starts_with("sha256:"));
-    assert_eq!(p.builder_image, crate::jobs::DEFAULT_BUILDER_IMAGE);
+    assert_eq!(p.builder_image, crate::snapshot::DEFAULT_BUILDER_IMAGE);
     assert_eq!(d.status.build.as_ref().unwrap().job_name, "rel-a1-build");
     let reasons: Vec<_> = d.notes.iter().map(|n| n.reason.as_str()).collect();
     assert_eq!(reasons, ["AttemptStarted"]);
@@ -575,24 +575,68 @@ fn verified(target: Target) -> ImageRelease {
     apply(r.clone(), &decide(&r, &o, &at(30)))
 }
 
+/// The release as the edges leave it after performing its effect and recording `outcome`.
+fn recorded(r: &ImageRelease, o: &Observed, outcome: Outcome, secs: i64) -> (ImageRelease, Decision) {
+    let d = record(r, o, &outcome, &at(secs));
+    (apply(r.clone(), &d), d)
+}
+
 #[test]
-fn a_verified_release_is_published_when_its_target_says_so() {
-    assert!(!wants_publication(&verified(Target::Verified), &[]));
-    let r = verified(Target::Published);
-    assert!(wants_publication(&r, &[]));
-    let mut o = stored(1);
-    // Waiting for the edges.
-    let d = decide(&r, &o, &at(40));
+fn publishing_is_recorded_as_an_intent_before_it_is_performed() {
+    let held = verified(Target::Verified);
+    let d = decide(&held, &stored(1), &at(40));
+    assert!(d.effect.is_none() && d.status.intent.is_none(), "{d:?}");
+    // The test's end decides the publication, on the release as it was read.
+    let mut r = testing(Target::Published);
+    r.metadata.resource_version = Some("41".into());
+    let mut o = built();
+    o.test_job = Some(job("rel-a1-test", JobState::Succeeded, Some(&report("5.2", 0)), None));
+    let d = decide(&r, &o, &at(30));
     assert_eq!((phase(&d), cond(&d, PUBLISHED).1), (Phase::Verified, "Publishing"));
-    // Published: references, dates, Ready.
-    o.publication = Some(Ok(DIGEST.into()));
+    let intent = d.status.intent.clone().expect("the intent is in the status to write");
+    assert_eq!(intent.action, IntentAction::Publish);
+    assert_eq!(intent.reference, "registry.local/core/debian:12.7.0");
+    assert_eq!((intent.digest.as_str(), intent.decided_on.as_deref()), (DIGEST, Some("41")));
+    let Some(Effect::Publish { digest, version, catalog }) = &d.effect else { panic!("{:?}", d.effect) };
+    assert_eq!((digest.as_str(), version.as_str()), (DIGEST, "12.7.0"));
+    assert_eq!(catalog.repository, "registry.local/core/debian");
+    // Stopped before the outcome was recorded: the next run performs it again, changing
+    // nothing else and telling nothing new.
+    let intended = apply(r, &d);
+    let o = stored(1);
+    let again = decide(&intended, &o, &at(35));
+    assert_eq!(again.effect, d.effect);
+    assert!(!status_changed(intended.status.as_ref(), &again.status), "{:?}", again.status);
+    assert!(again.notes.is_empty(), "{:?}", again.notes);
+}
+
+#[test]
+fn a_recorded_publication_is_performed_even_when_the_release_changed_since() {
+    // A newer Published release of the same major version breaks the comparison now,
+    // and the target went back: the recorded intent is still performed.
+    let mut r = verified(Target::Published);
+    assert!(r.status.as_ref().unwrap().intent.is_some());
+    r.spec.target = Target::Verified;
+    let mut o = stored(1);
+    let mut newer = newer_published();
+    newer.checks = vec![crate::api::CheckResult { name: "only-in-12.8".into(), passed: true, ..Default::default() }];
+    o.siblings = vec![newer];
+    let d = decide(&r, &o, &at(40));
+    assert!(matches!(d.effect, Some(Effect::Publish { .. })), "{d:?}");
+}
+
+#[test]
+fn the_outcome_of_publishing_completes_the_intent() {
+    let r = verified(Target::Published);
+    let mut o = stored(1);
     o.channels = vec!["12".into(), "latest".into()];
     let mut spec = snap(1);
     spec.spec.lifecycle =
         Some(crate::api::LifecyclePolicy { support_window: Some("24h".into()), ..Default::default() });
     o.snapshot = Some(Ok(spec));
-    let d = decide(&r, &o, &at(40));
+    let (published, d) = recorded(&r, &o, Outcome::Published(Ok(DIGEST.into())), 40);
     assert_eq!(phase(&d), Phase::Published);
+    assert_eq!(d.status.intent, None);
     assert_eq!(cond(&d, READY).0, "True");
     assert_eq!(
         d.status.published,
@@ -601,12 +645,15 @@ fn a_verified_release_is_published_when_its_target_says_so() {
     assert_eq!(d.status.published_at, Some(at(40)));
     assert_eq!(d.status.support_ends_at, Some(at(40 + 86400)));
     assert!(d.notes.iter().any(|n| n.reason == "Published"));
+    // Deciding again on the recorded release changes nothing and performs nothing.
+    let again = decide(&published, &o, &at(41));
+    assert!(again.effect.is_none() && !status_changed(published.status.as_ref(), &again.status));
 }
 
 #[test]
 fn publishing_waits_out_registry_outages_and_names_bad_credentials() {
     let r = verified(Target::Published);
-    let mut o = stored(1);
+    let o = stored(1);
     let cases = [
         (
             CatalogError::Registry(RegistryError::Unreachable { registry: "r".into(), message: "refused".into() }),
@@ -621,17 +668,22 @@ fn publishing_waits_out_registry_outages_and_names_bad_credentials() {
         (CatalogError::Credentials("Secret push-creds does not exist".into()), "CredentialsInvalid", true),
     ];
     for (e, reason, stalled) in cases {
-        o.publication = Some(Err(e));
-        let d = decide(&r, &o, &at(50));
+        let (waiting, d) = recorded(&r, &o, Outcome::Published(Err(e)), 50);
         assert_eq!(phase(&d), Phase::Verified, "{reason}");
         assert_eq!(cond(&d, PUBLISHED).1, reason);
         assert_eq!(cond(&d, STALLED).0 == "True", stalled, "{reason}");
         assert!(d.requeue_after.is_some(), "{reason}: it keeps trying");
+        assert!(d.status.intent.is_some(), "{reason}: the intent stays");
+        // The next try performs it again without a write of its own.
+        let again = decide(&waiting, &o, &at(55));
+        assert!(matches!(again.effect, Some(Effect::Publish { .. })), "{reason}");
+        assert!(!status_changed(waiting.status.as_ref(), &again.status), "{reason}: {:?}", again.status);
     }
     // An existing version tag with another digest is never overwritten.
-    o.publication = Some(Err(CatalogError::Conflict { reference: "x:12.7.0".into(), existing: DIGEST.into() }));
-    let d = decide(&r, &o, &at(50));
+    let conflict = CatalogError::Conflict { reference: "x:12.7.0".into(), existing: DIGEST.into() };
+    let (_, d) = recorded(&r, &o, Outcome::Published(Err(conflict)), 50);
     assert_eq!((phase(&d), cond(&d, READY).1), (Phase::Failed, "VersionTagConflict"));
+    assert_eq!(d.status.intent, None, "a Failed release writes nothing to the catalog");
 }
 
 /// A Published 12.8.0 of the same CoreBuild.
@@ -646,13 +698,15 @@ fn newer_published() -> crate::lifecycle::Sibling {
     }
 }
 
+/// A release Published at 40.
+fn published() -> ImageRelease {
+    recorded(&verified(Target::Published), &stored(1), Outcome::Published(Ok(DIGEST.into())), 40).0
+}
+
 #[test]
 fn a_release_the_policy_moved_beyond_its_target_is_ready() {
-    let r = verified(Target::Published);
+    let published = published();
     let mut o = stored(1);
-    o.publication = Some(Ok(DIGEST.into()));
-    let published = apply(r.clone(), &decide(&r, &o, &at(40)));
-    o.publication = None;
     o.policy = Some(crate::api::LifecyclePolicy { max_supported: Some(1), ..Default::default() });
     o.siblings = vec![newer_published()];
     let d = decide(&published, &o, &at(50));
@@ -679,48 +733,61 @@ fn a_failed_builds_message_keeps_the_end_of_its_log() {
 
 #[test]
 fn a_retired_release_leaves_its_channels_and_keeps_a_tag_others_resolve_to() {
-    let r = verified(Target::Published);
     let mut o = stored(1);
-    o.publication = Some(Ok(DIGEST.into()));
     o.channels = vec!["12".into(), "latest".into()];
-    let published = apply(r.clone(), &decide(&r, &o, &at(40)));
+    let (published, _) = recorded(&verified(Target::Published), &o, Outcome::Published(Ok(DIGEST.into())), 40);
     assert_eq!(published.status.as_ref().unwrap().published.len(), 3);
-    // Retired at once: only the version tag is left of its references.
+    // Retired at once: only the version tag is left of its references, and deleting it
+    // is recorded as an intent.
     let mut retiring = published.clone();
     retiring.spec.target = Target::Retired;
-    o.publication = None;
     o.policy = Some(crate::api::LifecyclePolicy { delete_retired_tags: true, ..Default::default() });
-    let retired = apply(retiring.clone(), &decide(&retiring, &o, &at(50)));
+    o.retired_on_digest = vec!["12.6.0".into()];
+    let d = decide(&retiring, &o, &at(50));
+    let retired = apply(retiring.clone(), &d);
     let st = retired.status.as_ref().unwrap();
     assert_eq!(st.phase, Some(Phase::Retired));
     assert_eq!(st.published, ["registry.local/core/debian:12.7.0"]);
-    assert!(wants_tag_deletion(&retired, o.policy.as_ref()));
-    // Other tags resolve to its digest: the tag stays, the condition names them, once.
-    o.tag_deletion = Some(Ok(TagDeletion::Kept { by: vec!["13".into(), "13.0.0".into()] }));
-    let d = decide(&retired, &o, &at(60));
+    let intent = st.intent.as_ref().expect("intent");
+    assert_eq!(
+        (intent.action, intent.reference.as_str()),
+        (IntentAction::DeleteVersionTag, "registry.local/core/debian:12.7.0")
+    );
+    let Some(Effect::DeleteVersionTag { going_too, .. }) = &d.effect else { panic!("{:?}", d.effect) };
+    assert_eq!(going_too, &["12.6.0"]);
+    // Other tags resolve to its digest: the tag stays, the condition names them, once,
+    // and the intent stays to be tried again.
+    let kept = Outcome::TagDeletion(Ok(TagDeletion::Kept { by: vec!["13".into(), "13.0.0".into()] }));
+    let (kept_release, d) = recorded(&retired, &o, kept.clone(), 60);
     let (value, reason, message) = cond(&d, PUBLISHED);
     assert_eq!((value, reason), ("True", "VersionTagKept"));
     assert!(message.contains("13, 13.0.0"), "{message}");
     assert_eq!(d.status.published, ["registry.local/core/debian:12.7.0"]);
     assert_eq!(d.notes.iter().filter(|n| n.reason == "VersionTagKept").count(), 1);
-    let kept = apply(retired.clone(), &d);
-    let again = decide(&kept, &o, &at(70));
-    assert!(again.notes.is_empty(), "{:?}", again.notes);
-    assert!(!status_changed(kept.status.as_ref(), &again.status));
+    assert!(d.status.intent.is_some());
+    assert_eq!(d.requeue_after, Some(KEPT_RECHECK));
+    let again = decide(&kept_release, &o, &at(70));
+    assert!(matches!(again.effect, Some(Effect::DeleteVersionTag { .. })));
+    assert!(!status_changed(kept_release.status.as_ref(), &again.status));
+    let (_, d) = recorded(&kept_release, &o, kept, 70);
+    assert!(d.notes.is_empty(), "{:?}", d.notes);
+    assert!(!status_changed(kept_release.status.as_ref(), &d.status));
     // Once nothing else points at it, it is deleted.
-    o.tag_deletion = Some(Ok(TagDeletion::Deleted));
-    let d = decide(&kept, &o, &at(80));
-    assert!(d.status.published.is_empty());
+    let (gone, d) = recorded(&kept_release, &o, Outcome::TagDeletion(Ok(TagDeletion::Deleted)), 80);
+    assert!(d.status.published.is_empty() && d.status.intent.is_none());
     assert_eq!(cond(&d, PUBLISHED).0, "False");
     assert!(d.notes.iter().any(|n| n.reason == "VersionTagDeleted"));
+    let after = decide(&gone, &o, &at(90));
+    assert!(after.effect.is_none() && !status_changed(gone.status.as_ref(), &after.status));
+    // A kept tag whose policy no longer asks for its deletion drops the intent.
+    o.policy = None;
+    let d = decide(&kept_release, &o, &at(90));
+    assert!(d.effect.is_none() && d.status.intent.is_none(), "{d:?}");
 }
 
 #[test]
 fn a_published_release_whose_snapshot_is_gone_goes_on_with_its_lifecycle_and_says_so() {
-    let r = verified(Target::Published);
-    let mut o = stored(1);
-    o.publication = Some(Ok(DIGEST.into()));
-    let published = apply(r.clone(), &decide(&r, &o, &at(40)));
+    let published = published();
     // The snapshot ConfigMap is deleted; a newer release supersedes this one.
     let mut gone = Observed {
         policy: Some(crate::api::LifecyclePolicy { max_supported: Some(1), ..Default::default() }),

@@ -10,8 +10,10 @@
 //! - [`corebuild`]: the CoreBuild reconciler (release counts, channel tags).
 
 pub mod cache;
+pub mod context;
 pub mod corebuild;
 pub mod decide;
+pub mod decide_corebuild;
 pub mod decode;
 pub mod observe;
 pub mod release;
@@ -50,7 +52,7 @@ pub struct Settings {
     /// Leader election; `None` reconciles right away (a single replica).
     pub election: Option<crate::leader::Election>,
     /// What build and test pods get and may ask for.
-    pub pods: release::PodConfig,
+    pub pods: context::PodConfig,
     /// How many releases (and, apart, CoreBuilds) are reconciled at once, per watched
     /// namespace.
     pub concurrency: u16,
@@ -71,7 +73,7 @@ impl Default for Settings {
             namespaces: Vec::new(),
             http_addr: None,
             election: None,
-            pods: release::PodConfig::default(),
+            pods: context::PodConfig::default(),
             concurrency: DEFAULT_CONCURRENCY,
             fence: crate::fence::Fence::open(),
             stall_after: DEFAULT_STALL_AFTER,
@@ -259,7 +261,7 @@ fn scope_controllers(
         snapshot_store,
         Index::new(event_store, |e| e.involved_object.name.clone()),
     );
-    let ctx = Arc::new(release::Context::new(
+    let ctx = Arc::new(context::Context::new(
         client.clone(),
         shared.recorder,
         settings.pods.clone(),
@@ -440,7 +442,7 @@ fn changed<K>(event: &watcher::Event<K>) -> Option<(&K, bool)> {
 fn on_release_event(
     event: &watcher::Event<ImageRelease>,
     caches: &Caches,
-    ctx: &release::Context,
+    ctx: &context::Context,
     rerun_core_build: &mpsc::UnboundedSender<ObjectRef<CoreBuild>>,
     rerun_release: &mpsc::UnboundedSender<ObjectRef<ImageRelease>>,
 ) {
@@ -469,7 +471,7 @@ fn on_release_event(
 fn on_core_build_event(
     event: &watcher::Event<CoreBuild>,
     caches: &Caches,
-    ctx: &release::Context,
+    ctx: &context::Context,
     rerun_release: &mpsc::UnboundedSender<ObjectRef<ImageRelease>>,
 ) {
     let Some((new, deleted)) = changed(event) else { return };

@@ -1,164 +1,38 @@
-//! The reconcile edges for an ImageRelease: read what the decision needs from the caches,
-//! create the children it asks for, write status with server-side apply when it changed
-//! (on the resourceVersion it was decided on), record events.
+//! The reconcile edges for an ImageRelease, top to bottom: read what the decision needs
+//! (from the caches; the registry only to read), [`decide`], create and delete the
+//! children it asks for, write the status with server-side apply when it changed (on the
+//! resourceVersion it was decided on; it records a catalog write as its intent), perform
+//! that catalog write, [`record`] its outcome, and record events.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use super::cache::{Caches, Expectations};
+use super::cache::Caches;
+use super::context::{Context, Error, STALE_RETRY, apply_status};
 use super::decide::{
-    Child, Create, JobObservation, JobState, Observed, decide, staging_digest_to_check, status_changed,
-    version_claimed_by, wanted_attempt, wants_publication, wants_tag_deletion,
+    Child, Create, Decision, Effect, JobObservation, JobState, Observed, Outcome, decide, record,
+    staging_digest_to_check, status_changed, version_claimed_by, wanted_attempt,
 };
 use super::observe::{observe_job, refused_creation};
-use crate::api::{Catalog, CoreBuild, CoreBuildStatus, FIELD_MANAGER, ImageRelease, ImageReleaseStatus, Phase};
+use crate::api::{Catalog, CoreBuild, ImageRelease, ImageReleaseStatus, Phase};
 use crate::catalog::{CatalogError, Registries};
-use crate::health::Health;
 use crate::lifecycle::Sibling;
-use crate::privileges::{self, Privileges};
+use crate::privileges;
 use crate::registry::Registry;
 use crate::snapshot::Snapshot;
 use crate::{catalog, failpoint, jobs, metrics, names};
-
-/// Why a reconcile failed. Metrics label errors by [`Error::kind`], never by message.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The API server refused or did not answer.
-    #[error("Kubernetes API: {0}")]
-    Kube(#[from] kube::Error),
-    /// An object could not be serialized.
-    #[error("serialization: {0}")]
-    Serialize(#[from] serde_json::Error),
-    /// A namespaced object without namespace (should not happen).
-    #[error("object has no namespace")]
-    NoNamespace,
-    /// The reconcile did not finish in time (a request that does not return).
-    #[error("the reconcile did not finish within {0:?}")]
-    TimedOut(Duration),
-}
-
-impl Error {
-    /// A bounded label for metrics.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Error::Kube(kube::Error::Api(_)) => "api",
-            Error::Kube(_) => "client",
-            Error::Serialize(_) => "serialize",
-            Error::NoNamespace => "no_namespace",
-            Error::TimedOut(_) => "timeout",
-        }
-    }
-}
-
-/// What the administrator who runs the controller decides about build and test pods.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PodConfig {
-    /// The builder image of CoreBuilds that name none.
-    pub builder_image: String,
-    /// What a CoreBuild's pods may ask for beyond the defaults.
-    pub privileges: Privileges,
-    /// Build pods get a user namespace of their own (`hostUsers: false`; the nodes'
-    /// runtime must support it).
-    pub user_namespaced_builders: bool,
-    /// How many attempts of a release keep their Jobs (and pods) and snapshot, the
-    /// current one included; older ones are deleted.
-    pub keep_attempts: u32,
-}
-
-/// Default of [`PodConfig::keep_attempts`].
-pub const DEFAULT_KEEP_ATTEMPTS: u32 = 3;
-
-impl Default for PodConfig {
-    fn default() -> Self {
-        Self {
-            builder_image: jobs::DEFAULT_BUILDER_IMAGE.into(),
-            privileges: Privileges::default(),
-            user_namespaced_builders: false,
-            keep_attempts: DEFAULT_KEEP_ATTEMPTS,
-        }
-    }
-}
-
-/// Shared state of the reconcilers of one scope (a namespace, or the cluster).
-pub struct Context {
-    pub(super) client: Client,
-    recorder: Recorder,
-    pods: PodConfig,
-    /// What the reconcilers read.
-    pub(super) caches: Caches,
-    /// Registry clients, shared by every scope.
-    pub(super) registries: Arc<Registries>,
-    /// Consecutive failures per release, for exponential backoff.
-    failures: Mutex<HashMap<ObjectRef<ImageRelease>, u32>>,
-    /// The statuses this controller wrote last, until the caches show them.
-    pub(super) releases_written: Expectations<ImageReleaseStatus>,
-    /// The same for CoreBuilds.
-    pub(super) core_builds_written: Expectations<CoreBuildStatus>,
-    /// When each CoreBuild's status was written last (see [`super::corebuild::STATUS_INTERVAL`]).
-    core_build_writes: Mutex<HashMap<(String, String), Instant>>,
-    /// Where running reconciles are noted, for `/livez`.
-    pub(super) health: Arc<Health>,
-}
-
-impl Context {
-    /// A context for `client`, recording events with `recorder`, creating pods by `pods`,
-    /// reading from `caches`, noting its reconciles in `health`.
-    pub fn new(
-        client: Client,
-        recorder: Recorder,
-        pods: PodConfig,
-        caches: Caches,
-        registries: Arc<Registries>,
-        health: Arc<Health>,
-    ) -> Self {
-        Self {
-            client,
-            recorder,
-            pods,
-            caches,
-            registries,
-            health,
-            failures: Mutex::default(),
-            releases_written: Expectations::default(),
-            core_builds_written: Expectations::default(),
-            core_build_writes: Mutex::default(),
-        }
-    }
-
-    /// Records that CoreBuild `name`'s status was written now.
-    pub(super) fn status_written(&self, ns: &str, name: &str) {
-        if let Ok(mut w) = self.core_build_writes.lock() {
-            w.retain(|_, at| at.elapsed() < super::corebuild::STATUS_INTERVAL);
-            w.insert((ns.into(), name.into()), Instant::now());
-        }
-    }
-
-    /// How long ago CoreBuild `name`'s status was written, if recently.
-    pub(super) fn since_status_written(&self, ns: &str, name: &str) -> Option<Duration> {
-        let w = self.core_build_writes.lock().ok()?;
-        w.get(&(ns.to_string(), name.to_string())).map(|at| at.elapsed())
-    }
-
-    /// Forgets what is kept about a release that was deleted.
-    pub fn forget_release(&self, release: &ImageRelease) {
-        let ns = release.namespace().unwrap_or_default();
-        self.releases_written.forget(&ns, &release.name_any());
-        self.failures.lock().map(|mut f| f.remove(&ObjectRef::from_obj(release))).ok();
-    }
-}
 
 /// Creates `obj`; whether it was created (false: it existed already, by its name).
 async fn create<K>(api: &Api<K>, obj: &K) -> Result<bool, Error>
@@ -253,7 +127,7 @@ async fn observe(ctx: &Context, ns: &str, release: &ImageRelease) -> Result<Obse
                         core_build_generation: cb.metadata.generation.unwrap_or_default(),
                         spec: cb.spec.clone(),
                         containerfile: containerfile.clone(),
-                        builder_image: jobs::builder_image(&cb.spec, &ctx.pods.builder_image).to_string(),
+                        builder_image: crate::snapshot::builder_image(&cb.spec, &ctx.pods.builder_image).to_string(),
                         user_namespace: ctx.pods.user_namespaced_builders,
                     }));
                 }
@@ -304,37 +178,25 @@ async fn observe(ctx: &Context, ns: &str, release: &ImageRelease) -> Result<Obse
         );
     }
     let phase = release.status.as_ref().and_then(|s| s.phase);
-    let digest = release.status.as_ref().and_then(|s| s.digest.clone());
-    // Retired versions of the same CoreBuild on the same digest: their tags go with it.
-    let mut retired_on_digest = Vec::new();
-    if matches!(phase, Some(Phase::Verified | Phase::Published | Phase::Deprecated | Phase::Retired)) {
-        let mut others = caches.releases_of(ns, &release.spec.core_build);
-        others.retain(|r| r.metadata.name != release.metadata.name);
-        retired_on_digest = others
-            .iter()
-            .filter(|r| {
-                let st = r.status.as_ref();
-                st.and_then(|s| s.digest.clone()) == digest && st.and_then(|s| s.phase) == Some(Phase::Retired)
-            })
-            .map(|r| r.spec.version.clone())
-            .collect();
-        observed.siblings = others.iter().filter_map(|r| Sibling::of(r)).collect();
-    }
-    if let Some(catalog) = catalog
-        && wants_publication(release, &observed.siblings)
-        && let Some(digest) = release.status.as_ref().and_then(|s| s.digest.clone())
+    if !matches!(phase, Some(Phase::Testing | Phase::Verified | Phase::Published | Phase::Deprecated | Phase::Retired))
     {
-        let version = &release.spec.version;
-        observed.publication = Some(
-            with_registry(&ctx.registries, ns, catalog, |r| async move {
-                catalog::publish(&r, catalog, &digest, version).await
-            })
-            .await?,
-        );
+        return Ok(observed);
     }
-    let published = observed.publication.as_ref().is_some_and(|p| p.is_ok())
-        || matches!(phase, Some(Phase::Published | Phase::Deprecated | Phase::Retired));
-    if published && let Some(cb) = caches.core_build(ns, &release.spec.core_build) {
+    // From the end of the test on: the siblings the contract is compared with and the
+    // lifecycle is decided by, the policy, and where the channels point.
+    let digest = release.status.as_ref().and_then(|s| s.digest.clone());
+    let mut others = caches.releases_of(ns, &release.spec.core_build);
+    others.retain(|r| r.metadata.name != release.metadata.name);
+    observed.retired_on_digest = others
+        .iter()
+        .filter(|r| {
+            let st = r.status.as_ref();
+            st.and_then(|s| s.digest.clone()) == digest && st.and_then(|s| s.phase) == Some(Phase::Retired)
+        })
+        .map(|r| r.spec.version.clone())
+        .collect();
+    observed.siblings = others.iter().filter_map(|r| Sibling::of(r)).collect();
+    if let Some(cb) = caches.core_build(ns, &release.spec.core_build) {
         observed.policy = cb.spec.lifecycle.clone();
         observed.channels = cb
             .status
@@ -344,53 +206,26 @@ async fn observe(ctx: &Context, ns: &str, release: &ImageRelease) -> Result<Obse
             .map(|c| c.name.clone())
             .collect();
     }
-    if let Some(catalog) = catalog
-        && wants_tag_deletion(release, observed.policy.as_ref())
-        && let Some(digest) = digest
-    {
-        let version = &release.spec.version;
-        observed.tag_deletion = Some(
-            with_registry(&ctx.registries, ns, catalog, |r| async move {
-                catalog::delete_version_tag(&r, catalog, &digest, version, &retired_on_digest).await
-            })
-            .await?,
-        );
-    }
     Ok(observed)
 }
 
-/// Writes `status` with server-side apply, on the condition that the release is still
-/// at `resource_version` (the one the status was decided on): `Ok(None)` when it is not,
-/// else the release as written.
-pub(super) async fn apply_status<K, S>(
-    api: &Api<K>,
-    name: &str,
-    resource_version: Option<&str>,
-    status: &S,
-) -> Result<Option<K>, Error>
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
-    S: Serialize,
-{
-    let patch = serde_json::json!({
-        "apiVersion": K::api_version(&()),
-        "kind": K::kind(&()),
-        "metadata": {"resourceVersion": resource_version},
-        "status": status,
-    });
-    match api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await {
-        Ok(obj) => Ok(Some(obj)),
-        // Changed since it was read: the watch brings the new version, which re-runs it.
-        Err(kube::Error::Api(e)) if e.code == 409 => Ok(None),
-        // Deleted meanwhile.
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(None),
-        Err(e) => Err(e.into()),
-    }
+/// Performs a catalog write the decision asked for (and recorded as its intent).
+async fn perform(ctx: &Context, ns: &str, effect: &Effect) -> Result<Outcome, Error> {
+    Ok(match effect {
+        Effect::Publish { catalog, digest, version } => Outcome::Published(
+            with_registry(&ctx.registries, ns, catalog, |r| async move {
+                catalog::publish(&r, catalog, digest, version).await
+            })
+            .await?,
+        ),
+        Effect::DeleteVersionTag { catalog, digest, version, going_too } => Outcome::TagDeletion(
+            with_registry(&ctx.registries, ns, catalog, |r| async move {
+                catalog::delete_version_tag(&r, catalog, digest, version, going_too).await
+            })
+            .await?,
+        ),
+    })
 }
-
-/// How long a reconcile that found the cache behind its own last write (or lost a write
-/// to a newer version) waits at most for the watch to bring the news.
-pub(super) const STALE_RETRY: Duration = Duration::from_secs(5);
 
 /// How long one reconcile may take. Every request it makes has a timeout of its own;
 /// this bounds the sum (a registry copy of many layers, retried).
@@ -481,26 +316,63 @@ async fn reconcile_once(release: &ImageRelease, ctx: &Context, ns: &str, name: &
         }
     }
 
-    let requeue = decision.requeue_after;
-    if status_changed(release.status.as_ref(), &decision.status) {
-        let api: Api<ImageRelease> = Api::namespaced(client.clone(), ns);
-        let rv = release.metadata.resource_version.as_deref();
-        let Some(written) = apply_status(&api, name, rv, &decision.status).await? else {
-            debug!("the release changed since it was read; deciding again on the new version");
+    // The status first: it records the catalog write (if any) as an intent, on the
+    // condition that the release is still the version it was decided on.
+    let Some(current) = write_status(ctx, release, &decision, ns, name).await? else {
+        debug!("the release changed since it was read; deciding again on the new version");
+        return Ok(Action::requeue(STALE_RETRY));
+    };
+    tell(ctx, release, &decision).await;
+    let mut requeue = decision.requeue_after;
+    if let Some(effect) = &decision.effect {
+        let outcome = perform(ctx, ns, effect).await?;
+        let recorded = record(&current, &observed, &outcome, &Time(jiff::Timestamp::now()));
+        if write_status(ctx, &current, &recorded, ns, name).await?.is_none() {
+            // The intent stays recorded: the next run performs it again.
             return Ok(Action::requeue(STALE_RETRY));
-        };
-        ctx.releases_written.wrote(ns, name, written.metadata.resource_version.clone(), written.status.clone());
-        let old = release.status.as_ref().and_then(|s| s.phase);
-        record_metrics(release, &decision.status);
-        if old != decision.status.phase {
-            info!(from = ?old, to = ?decision.status.phase, "phase changed");
-            let phase = decision.status.phase.map(|p| p.as_str()).unwrap_or_default();
-            failpoint::hit(&format!("status-written:{phase}")).await;
-        } else {
-            debug!("status updated");
         }
+        tell(ctx, release, &recorded).await;
+        requeue = recorded.requeue_after;
     }
+    Ok(match requeue {
+        Some(after) => Action::requeue(after),
+        None => Action::await_change(),
+    })
+}
 
+/// Writes the decided status if it changed, on the condition that `release` is still at
+/// the resourceVersion it was decided on; the release as it now stands, or `None` when
+/// it changed meanwhile.
+async fn write_status(
+    ctx: &Context,
+    release: &ImageRelease,
+    decision: &Decision,
+    ns: &str,
+    name: &str,
+) -> Result<Option<ImageRelease>, Error> {
+    if !status_changed(release.status.as_ref(), &decision.status) {
+        return Ok(Some(release.clone()));
+    }
+    let api: Api<ImageRelease> = Api::namespaced(ctx.client.clone(), ns);
+    let rv = release.metadata.resource_version.as_deref();
+    let Some(written) = apply_status(&api, name, rv, &decision.status).await? else {
+        return Ok(None);
+    };
+    ctx.releases_written.wrote(ns, name, written.metadata.resource_version.clone(), written.status.clone());
+    let old = release.status.as_ref().and_then(|s| s.phase);
+    record_metrics(release, &decision.status);
+    if old != decision.status.phase {
+        info!(from = ?old, to = ?decision.status.phase, "phase changed");
+        let phase = decision.status.phase.map(|p| p.as_str()).unwrap_or_default();
+        failpoint::hit(&format!("status-written:{phase}")).await;
+    } else {
+        debug!("status updated");
+    }
+    Ok(Some(written))
+}
+
+/// Records the decision's events on the release.
+async fn tell(ctx: &Context, release: &ImageRelease, decision: &Decision) {
     let reference = release.object_ref(&());
     for note in &decision.notes {
         let event = Event {
@@ -516,10 +388,6 @@ async fn reconcile_once(release: &ImageRelease, ctx: &Context, ns: &str, name: &
             Err(e) => warn!(error = %e, reason = %note.reason, "could not record event"),
         }
     }
-    Ok(match requeue {
-        Some(after) => Action::requeue(after),
-        None => Action::await_change(),
-    })
 }
 
 /// Counts what a status change says happened: a phase transition, a finished step, a
