@@ -155,11 +155,9 @@ where
 }
 
 /// How a failed watch is retried: after 0.5 s, doubling up to 5 s, back to 0.5 s once
-/// it has run for 30 s without failing. (kube's default grows to 30 s with jitter and
-/// resets only after two quiet minutes: after a 15 s API server restart, watches
-/// resumed one by one over three minutes, each first meeting 410 Gone, so the controller
-/// was blind to some kinds that long. Six watches at most every 5 s is nothing to an API
-/// server, and the client's rate limit bounds them anyway.)
+/// it has run for 30 s without failing (kube's default grows to 30 s with jitter and
+/// resets only after two quiet minutes). Six watches at most every 5 s is nothing to an
+/// API server, and the client's rate limit bounds them anyway.
 pub struct WatchBackoff {
     next: Duration,
 }
@@ -188,6 +186,26 @@ impl Backoff for WatchBackoff {
     fn reset(&mut self) {
         self.next = Self::MIN;
     }
+}
+
+/// The controllers' own backoff for their trigger streams: none, since every watch
+/// backs off on its own ([`WatchBackoff`]). The runtime's default pauses *all* the
+/// watches of a controller whenever any one of them fails, for a pause that grows to
+/// 30 s: after an API server restart each watch met 410 Gone in turn, each error paused
+/// the others longer, and a release created meanwhile was seen minutes later.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoTriggerPause;
+
+impl Iterator for NoTriggerPause {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        Some(Duration::ZERO)
+    }
+}
+
+impl Backoff for NoTriggerPause {
+    fn reset(&mut self) {}
 }
 
 /// A watch of `K` in `scope` (all namespaces when `None`) that decodes object by object

@@ -343,6 +343,7 @@ fn scope_controllers(
     };
     let release_run = Controller::for_stream(releases, release_store.clone())
         .with_config(config.clone())
+        .trigger_backoff(decode::NoTriggerPause)
         .owns_stream(jobs)
         .watches_stream(pods, |pod| release_of(&pod))
         .watches_stream(snapshots, |cm| release_of(&cm))
@@ -364,6 +365,7 @@ fn scope_controllers(
 
     let core_build_run = Controller::for_stream(core_builds, core_build_store)
         .with_config(config)
+        .trigger_backoff(decode::NoTriggerPause)
         .reconcile_on(core_build_reruns)
         .graceful_shutdown_on(shutdown)
         .run(corebuild::reconcile, corebuild::error_policy, ctx)
