@@ -37,14 +37,6 @@ fn phase(r: &ImageRelease) -> Option<Phase> {
     r.status.as_ref().and_then(|s| s.phase)
 }
 
-async fn create_release(client: &Client, ns: &str, name: &str, version: &str) -> anyhow::Result<()> {
-    let mut r = fixtures::release(name, "debian", version);
-    r["spec"]["target"] = json!("Published");
-    let irs: Api<ImageRelease> = Api::namespaced(client.clone(), ns);
-    irs.create(&PostParams::default(), &serde_json::from_value(r)?).await?;
-    Ok(())
-}
-
 /// Runs the scenario with the controller armed to exit at `point`.
 async fn crash_at(test: &str, point: &'static str) -> anyhow::Result<()> {
     fixtures::install_crds().await?;
@@ -72,13 +64,13 @@ async fn crash_at(test: &str, point: &'static str) -> anyhow::Result<()> {
         cb["spec"]["lifecycle"] = json!({"maxSupported": 1, "deleteRetiredTags": true});
         let cbs: Api<CoreBuild> = Api::namespaced(client.clone(), &ns);
         cbs.create(&PostParams::default(), &serde_json::from_value(cb)?).await?;
-        create_release(&client, &ns, "r1", "12.7.0").await?;
+        fixtures::create_release(&client, &ns, "r1", "12.7.0", "Published").await?;
         fixtures::wait_phase(&client, &ns, "r1", Phase::Published, SETTLE).await?;
 
         let b = fixtures::seed_image(&staging).await?;
         let build = json!({"spec": {"builder": {"podAnnotations": {"sim.coreforge.dev/termination-message": fixtures::build_result(&b)}}}});
         cbs.patch("debian", &PatchParams::default(), &Patch::Merge(build)).await?;
-        create_release(&client, &ns, "r2", "12.8.0").await?;
+        fixtures::create_release(&client, &ns, "r2", "12.8.0", "Published").await?;
         fixtures::wait_phase(&client, &ns, "r2", Phase::Published, SETTLE).await?;
         fixtures::wait_phase(&client, &ns, "r1", Phase::Deprecated, SETTLE).await?;
 

@@ -34,14 +34,6 @@ async fn wait_phase(client: &Client, ns: &str, name: &str, phase: Phase) -> anyh
     fixtures::wait_phase(client, ns, name, phase, SETTLE).await
 }
 
-async fn create_release(client: &Client, ns: &str, name: &str, version: &str, target: &str) -> anyhow::Result<()> {
-    let mut r = fixtures::release(name, "debian", version);
-    r["spec"]["target"] = json!(target);
-    let irs: Api<ImageRelease> = Api::namespaced(client.clone(), ns);
-    irs.create(&PostParams::default(), &serde_json::from_value(r)?).await?;
-    Ok(())
-}
-
 /// Kills `component` (SIGKILL, as a crash) and starts it again after `down_seconds`.
 async fn restart(component: &str, down_seconds: u32) -> anyhow::Result<()> {
     let script = support::repo_root().join("tests/cluster/restart.sh");
@@ -66,12 +58,10 @@ async fn the_api_server_restarted_mid_flight_with_expired_watches() -> anyhow::R
         let proxy = FaultProxy::start(REGISTRY).await?;
         let controller = ControllerProcess::start(&ns).await?;
         let digest = fixtures::seed_image(&fixtures::staging(&ns)).await?;
-        let mut cb = fixtures::local_core_build("debian", &ns, &digest);
-        cb["spec"]["catalog"]["repository"] = json!(format!("{}/{ns}/core", proxy.addr));
-        cb["spec"]["catalog"]["stagingRepository"] = json!(format!("{}/{ns}/staging", proxy.addr));
+        let cb = proxy.core_build(&ns, &digest);
         let cbs: Api<CoreBuild> = Api::namespaced(client.clone(), &ns);
         cbs.create(&PostParams::default(), &serde_json::from_value(cb)?).await?;
-        create_release(&client, &ns, "r1", "12.7.0", "Verified").await?;
+        fixtures::create_release(&client, &ns, "r1", "12.7.0", "Verified").await?;
         wait_phase(&client, &ns, "r1", Phase::Verified).await?;
 
         // Publishing through a registry that takes 3 s a connection…
@@ -223,6 +213,15 @@ impl FaultProxy {
         Ok(Self { addr, faults, connections, accept })
     }
 
+    /// The local CoreBuild `debian` of namespace `ns` at `digest`, whose catalog and
+    /// staging repositories are reached through this proxy.
+    fn core_build(&self, ns: &str, digest: &str) -> serde_json::Value {
+        let mut cb = fixtures::local_core_build("debian", ns, digest);
+        cb["spec"]["catalog"]["repository"] = json!(format!("{}/{ns}/core", self.addr));
+        cb["spec"]["catalog"]["stagingRepository"] = json!(format!("{}/{ns}/staging", self.addr));
+        cb
+    }
+
     fn arm(&self, set: impl FnOnce(&mut Faults)) {
         set(&mut self.faults.lock().unwrap());
         for c in self.connections.lock().unwrap().drain(..) {
@@ -302,9 +301,7 @@ async fn a_registry_that_fails_resets_and_is_slow_still_gets_an_exact_catalog() 
         // The image is pushed straight to the registry; the controller sees it only
         // through the proxy.
         let digest = fixtures::seed_image(&fixtures::staging(&ns)).await?;
-        let mut cb = fixtures::local_core_build("debian", &ns, &digest);
-        cb["spec"]["catalog"]["repository"] = json!(format!("{}/{ns}/core", proxy.addr));
-        cb["spec"]["catalog"]["stagingRepository"] = json!(format!("{}/{ns}/staging", proxy.addr));
+        let mut cb = proxy.core_build(&ns, &digest);
         cb["spec"]["builder"]["podAnnotations"]["sim.coreforge.dev/run-seconds"] = json!("3");
         let cbs: Api<CoreBuild> = Api::namespaced(client.clone(), &ns);
         cbs.create(&PostParams::default(), &serde_json::from_value(cb)?).await?;
@@ -316,7 +313,7 @@ async fn a_registry_that_fails_resets_and_is_slow_still_gets_an_exact_catalog() 
             f.resets = 6;
             f.delay = Duration::from_millis(1000);
         });
-        create_release(&client, &ns, "r", "12.7.0", "Published").await?;
+        fixtures::create_release(&client, &ns, "r", "12.7.0", "Published").await?;
         let r = wait_phase(&client, &ns, "r", Phase::Published).await?;
         ensure!(proxy.faulted() == 12, "every injected fault was met: {} of 12", proxy.faulted());
 

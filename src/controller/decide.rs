@@ -403,17 +403,24 @@ impl<'a> Ctx<'a> {
     }
 
     /// Records the intent to perform `effect`, decided now on the release as it is, and
-    /// asks the edges to perform it.
-    fn intend(&mut self, action: IntentAction, reference: String, effect: Effect) {
-        let digest = self.st.digest.clone().unwrap_or_default();
-        self.st.intent = Some(Intent {
+    /// asks the edges to perform it. The intent names what the effect writes: its
+    /// version tag and digest.
+    fn intend(&mut self, effect: Effect) -> &Intent {
+        let (action, catalog, digest, version) = match &effect {
+            Effect::Publish { catalog, digest, version } => (IntentAction::Publish, catalog, digest, version),
+            Effect::DeleteVersionTag { catalog, digest, version, .. } => {
+                (IntentAction::DeleteVersionTag, catalog, digest, version)
+            }
+        };
+        let intent = Intent {
             action,
-            reference,
-            digest,
+            reference: format!("{}:{}", catalog.repository, crate::catalog::tag_of(version)),
+            digest: digest.clone(),
             decided_on: self.release.metadata.resource_version.clone(),
             decided_at: self.now.clone(),
-        });
+        };
         self.effect = Some(effect);
+        self.st.intent.insert(intent)
     }
 
     /// The intent recorded for `action`, if the status holds one.
@@ -838,7 +845,7 @@ fn verified(cx: &mut Ctx, observed: &Observed) {
         return cx.unchanged();
     }
     let msg = format!("publishing {image} as {repository}:{version}");
-    cx.intend(IntentAction::Publish, format!("{repository}:{}", crate::catalog::tag_of(&version)), effect);
+    cx.intend(effect);
     cx.condition(PUBLISHED, None, "Publishing", &msg);
     cx.headline("Publishing", msg);
 }
@@ -898,11 +905,9 @@ fn retired(cx: &mut Ctx, observed: &Observed) {
             return cx.unchanged();
         }
         (false, true) => {
-            let reference =
-                format!("{}:{}", snap.spec.catalog.repository, crate::catalog::tag_of(&cx.release.spec.version));
-            let msg = format!("retired at {at}; deleting {reference} (lifecycle.deleteRetiredTags)");
-            cx.intend(IntentAction::DeleteVersionTag, reference, effect);
-            return cx.headline("Retired", msg);
+            let reference = cx.intend(effect).reference.clone();
+            return cx
+                .headline("Retired", format!("retired at {at}; deleting {reference} (lifecycle.deleteRetiredTags)"));
         }
         (false, false) => {}
     }
