@@ -25,10 +25,11 @@ properties: ## Check the decision core's invariants on 1,000,000 random walks (r
 build: ## Build the coreforge binary
 	$(CARGO) build --locked
 
-crds: ## Regenerate crds/ from the Rust types, and the chart's and kustomize base's copies
+crds: ## Regenerate crds/ from the Rust types, their copies, and the chart's copies of deploy/argocd's health checks
 	$(CARGO) run --locked --quiet -- crd --output-dir crds
 	cp crds/*.yaml charts/coreforge/files/crds/
 	cp crds/*.yaml deploy/base/crds/
+	for kind in CoreBuild ImageRelease; do mkdir -p charts/coreforge/files/argocd/coreforge.dev/$$kind && cp deploy/argocd/coreforge.dev/$$kind/health.lua charts/coreforge/files/argocd/coreforge.dev/$$kind/; done
 
 fmt: ## Format the Rust code
 	$(CARGO) fmt

@@ -1,6 +1,7 @@
 //! The daemon's HTTP server: `/metrics` (Prometheus text format), `/livez` (the process
 //! serves requests and no reconcile is wedged) and `/readyz` (the watches have synced, so
-//! the controller acts on a complete picture). It reports what [`Health`] is told.
+//! the controller acts on a complete picture), which report what [`Health`] is told; and
+//! the consumers' catalog ([`crate::browse::server`]) when it is on.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use tracing::info;
 
+use crate::browse::server::Pages;
 use crate::health::{Health, Role};
 use crate::metrics::METRICS;
 
@@ -52,17 +54,21 @@ async fn metrics_text(State(health): State<Arc<Health>>) -> impl IntoResponse {
 pub async fn serve(
     addr: SocketAddr,
     health: Arc<Health>,
+    catalog: Option<Arc<Pages>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let app = Router::new()
+    let mut app = Router::new()
         .route("/metrics", get(metrics_text))
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
         .with_state(health);
+    if let Some(pages) = catalog {
+        app = app.merge(crate::browse::server::routes(pages));
+    }
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (--http-addr): {e}"))?;
-    info!(%addr, "serving /metrics, /livez and /readyz");
+    info!(%addr, "serving /metrics, /livez, /readyz (and /catalog when on)");
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
     Ok(())
 }

@@ -8,12 +8,14 @@
 //! - [`privileges`]: what an administrator lets a CoreBuild's pods ask for;
 //! - [`results`]: parsing what Jobs report; [`contract`]: judging it against the contract;
 //! - [`snapshot`]: the frozen CoreBuild an attempt is made from; [`names`]: child names;
+//! - [`browse`]: the service catalog as consumers browse it (HTML, JSON, the terminal);
 //! - [`fence`]: the leader's right to write, which every write passes;
 //! - [`health`]: what `/livez` and `/readyz` report, told by the daemon's parts;
 //! - [`failpoint`]: named points where tests make the controller crash or hang;
 //! - [`telemetry`]: logging set-up.
 
 pub mod api;
+pub mod browse;
 pub mod catalog;
 pub mod contract;
 pub mod controller;

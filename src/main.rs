@@ -85,9 +85,36 @@ enum Command {
         /// reconcile's own timeout is 5 minutes).
         #[arg(long, default_value = "10m", env = "COREFORGE_LIVENESS_STALL_AFTER", value_parser = parse_duration_arg)]
         liveness_stall_after: std::time::Duration,
+        /// Serve the consumers' catalog on the HTTP address: `/catalog` (HTML) and
+        /// `/api/v1/catalog` (JSON); `--catalog=false` turns it off.
+        #[arg(long, env = "COREFORGE_CATALOG", default_value_t = true, action = clap::ArgAction::Set)]
+        catalog: bool,
         /// Log format.
         #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "COREFORGE_LOG_FORMAT")]
         log_format: LogFormat,
+    },
+    /// Print the service catalog: each CoreBuild, its channels and its releases with their
+    /// dates, days of support left and advisories (reads through the API server with
+    /// KUBECONFIG, like kubectl).
+    Catalog {
+        /// Namespace (default: the kubeconfig context's).
+        #[arg(long, short = 'n', conflicts_with = "all_namespaces")]
+        namespace: Option<String>,
+        /// Every namespace.
+        #[arg(long, short = 'A')]
+        all_namespaces: bool,
+        /// Output format.
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Print the release notes of an ImageRelease (advisories, base image change,
+    /// contract changes), and where to pull it.
+    Notes {
+        /// The ImageRelease.
+        release: String,
+        /// Namespace (default: the kubeconfig context's).
+        #[arg(long, short = 'n')]
+        namespace: Option<String>,
     },
     /// Print the CustomResourceDefinitions, or write them into a directory.
     Crd {
@@ -121,6 +148,7 @@ fn main() -> anyhow::Result<()> {
             kube_api_qps,
             kube_api_burst,
             liveness_stall_after,
+            catalog,
         } => {
             coreforge::telemetry::init(log_format);
             let runtime = tokio::runtime::Runtime::new()?;
@@ -158,11 +186,16 @@ fn main() -> anyhow::Result<()> {
                     concurrency: max_concurrent_reconciles,
                     fence,
                     stall_after: liveness_stall_after,
+                    catalog,
                 };
                 coreforge::controller::run(client, lease_client, settings, coreforge::controller::shutdown_signal())
                     .await
             })
         }
+        Command::Catalog { namespace, all_namespaces, output } => {
+            block_on(print_catalog(namespace, all_namespaces, output))
+        }
+        Command::Notes { release, namespace } => block_on(print_notes(release, namespace)),
         Command::Crd { check: Some(dir), .. } => {
             let drift = coreforge::crdgen::drifted(&dir)?;
             anyhow::ensure!(drift.is_empty(), "stale CRDs in {}: {drift:?}; run `make crds`", dir.display());
@@ -174,6 +207,49 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// How `coreforge catalog` prints.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Output {
+    /// Tables for people.
+    Text,
+    /// The JSON of the catalog API (`/api/v1/catalog`).
+    Json,
+}
+
+/// A client as kubectl makes one (KUBECONFIG, else in-cluster), and its default namespace.
+async fn kube_client() -> anyhow::Result<(kube::Client, String)> {
+    let config = kube::Config::infer().await?;
+    let namespace = config.default_namespace.clone();
+    Ok((kube::Client::try_from(config)?, namespace))
+}
+
+/// `coreforge catalog`: the catalog read through the API server.
+async fn print_catalog(namespace: Option<String>, all_namespaces: bool, output: Output) -> anyhow::Result<()> {
+    use coreforge::browse::{self, Scope};
+    let (client, default_namespace) = kube_client().await?;
+    let scope =
+        if all_namespaces { Scope::All } else { Scope::Namespaces(vec![namespace.unwrap_or(default_namespace)]) };
+    let view = browse::load(&client, &scope).await?;
+    match output {
+        Output::Text => print!("{}", browse::text::catalog(&view)),
+        Output::Json => println!("{}", serde_json::to_string_pretty(&view)?),
+    }
+    Ok(())
+}
+
+/// `coreforge notes`: one release's notes.
+async fn print_notes(release: String, namespace: Option<String>) -> anyhow::Result<()> {
+    let (client, default_namespace) = kube_client().await?;
+    let namespace = namespace.unwrap_or(default_namespace);
+    let release = coreforge::browse::load_release(&client, &namespace, &release).await?;
+    print!("{}", coreforge::browse::text::notes(&release));
+    Ok(())
+}
+
+fn block_on(work: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(work)
 }
 
 fn parse_duration_arg(text: &str) -> Result<std::time::Duration, String> {

@@ -34,6 +34,8 @@ async fn make_demo_publishes_a_release_that_containerd_pulls_back() -> anyhow::R
     let digest = status.digest.context("the demo's release has no digest")?;
     let pulled = format!("/demo/core/debian:12.7.0 -> {digest}");
     ensure!(out.contains(&pulled), "the demo does not show containerd's pull of {digest}:\n{out}");
+    let listed = out.lines().any(|l| l.trim_start().starts_with("12.7.0") && l.contains("Published"));
+    ensure!(listed, "the demo's catalog does not list 12.7.0 as Published:\n{out}");
     support::run(support::kubectl().args(["delete", "namespace", NAMESPACE, "--timeout=120s"])).await?;
     Ok(())
 }

@@ -111,6 +111,8 @@ echo
 echo "== kubectl get coreforge -n $ns"
 $kubectl -n "$ns" get coreforge
 echo
+echo "== the catalog consumers read (coreforge catalog; the page: http://127.0.0.1:18080/catalog)"
+target/debug/coreforge catalog -n "$ns"
 echo "== kubectl describe ir $release -n $ns (events)"
 $kubectl -n "$ns" describe ir "$release" | sed -n '/^Events:/,$p'
 cat <<MSG
@@ -120,5 +122,7 @@ The demo is still running; its controller watches namespace $ns. Explore it with
   kubectl -n $ns get coreforge
   kubectl -n $ns get ir $release -o yaml
   kubectl -n $ns logs job/$release-a1-build
+  target/debug/coreforge catalog -n $ns          # or open http://127.0.0.1:18080/catalog
+  target/debug/coreforge notes $release -n $ns
 Stop it with: make demo-stop
 MSG

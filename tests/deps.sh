@@ -14,6 +14,7 @@ packages=(
   buildah         # runs the default build script for real; builds the controller image
   busybox-static  # a tiny real base image for the real build
   mmdebstrap      # builds the Debian base and builder images (tests/cluster/images.sh)
+  chromium-headless-shell # renders the consumers' catalog page in tests/browse.rs
   # The real node of the local environment (tests/cluster/node.sh):
   libseccomp-dev              # runc is built with seccomp (containerd and runc: tests/cluster/build.sh)
   pkg-config                  # ... which finds libseccomp with it

@@ -70,6 +70,13 @@ async fn a_follower_takes_over_from_a_killed_leader_and_the_release_completes_on
         let (_, metrics) = fixtures::http_get(&format!("http://{b_addr}/metrics")).await?;
         ensure!(metrics.contains("coreforge_leader 0"), "the follower says it does not lead");
         a_build_running(&client, &ns, 10).await?;
+        // The follower serves the consumers' catalog too (read through the API server).
+        let (code, body) = fixtures::http_get(&format!("http://{b_addr}/api/v1/catalog/{ns}")).await?;
+        let catalog: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        ensure!(
+            code == 200 && catalog["products"][0]["releases"][0]["name"] == "r",
+            "the follower's catalog: {code} {body}"
+        );
         let irs: Api<ImageRelease> = Api::namespaced(client.clone(), &ns);
 
         a.kill().await?;

@@ -24,27 +24,7 @@ async fn wait_phase(client: &Client, ns: &str, name: &str, want: Phase) -> anyho
     fixtures::wait_phase(client, ns, name, want, SETTLE).await
 }
 
-/// Points the CoreBuild's simulated build at a freshly pushed image, and creates a release.
-async fn release(client: &Client, ns: &str, name: &str, version: &str, target: &str) -> anyhow::Result<String> {
-    let digest = fixtures::seed_image(&fixtures::staging(ns)).await?;
-    let cbs: Api<CoreBuild> = Api::namespaced(client.clone(), ns);
-    let patch = json!({"spec": {"builder": {"podAnnotations": {"sim.coreforge.dev/termination-message": fixtures::build_result(&digest)}}}});
-    cbs.patch("debian", &PatchParams::default(), &Patch::Merge(patch)).await?;
-    let mut r = fixtures::release(name, "debian", version);
-    r["spec"]["target"] = json!(target);
-    let irs: Api<ImageRelease> = Api::namespaced(client.clone(), ns);
-    irs.create(&PostParams::default(), &serde_json::from_value(r)?).await?;
-    Ok(digest)
-}
-
-async fn create_core_build(client: &Client, ns: &str, lifecycle: Value) -> anyhow::Result<()> {
-    let digest = fixtures::seed_image(&fixtures::staging(ns)).await?;
-    let mut cb = fixtures::local_core_build("debian", ns, &digest);
-    cb["spec"]["lifecycle"] = lifecycle;
-    let cbs: Api<CoreBuild> = Api::namespaced(client.clone(), ns);
-    cbs.create(&PostParams::default(), &serde_json::from_value(cb)?).await?;
-    Ok(())
-}
+use fixtures::{create_built_release as release, create_local_core_build as create_core_build};
 
 fn seconds(t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time) -> f64 {
     t.0.as_millisecond() as f64 / 1000.0

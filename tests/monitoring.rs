@@ -318,6 +318,10 @@ fn dashboard_is_well_formed() {
         assert_eq!(v["includeAll"], true, "${name}");
         assert_eq!(v["allValue"], ".*", "${name}");
     }
+    // The consumers' catalog is one click away, at the address the $catalog textbox holds.
+    assert_eq!(var("catalog")["type"], "textbox");
+    let links = dash["links"].as_array().expect("links");
+    assert!(links.iter().any(|l| l["url"] == "${catalog}/catalog"), "no link to the catalog: {links:?}");
 
     let mut ids = BTreeSet::new();
     let mut problems = Vec::new();

@@ -61,6 +61,8 @@ pub struct Settings {
     pub fence: crate::fence::Fence,
     /// How long a reconcile may run before `/livez` reports the controller wedged.
     pub stall_after: std::time::Duration,
+    /// Serve the consumers' catalog (`/catalog`, `/api/v1/catalog`) on the HTTP port.
+    pub catalog: bool,
 }
 
 /// Default of [`Settings::stall_after`]: twice [`release::RECONCILE_TIMEOUT`], so only a
@@ -77,6 +79,7 @@ impl Default for Settings {
             concurrency: DEFAULT_CONCURRENCY,
             fence: crate::fence::Fence::open(),
             stall_after: DEFAULT_STALL_AFTER,
+            catalog: true,
         }
     }
 }
@@ -137,7 +140,14 @@ where
 pub async fn run(client: Client, lease_client: Client, settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
     let health = Health::new(settings.stall_after);
     let server = match settings.http_addr {
-        Some(addr) => tokio::spawn(http::serve(addr, health.clone(), shutdown.clone())),
+        Some(addr) => {
+            let scope = match settings.namespaces.as_slice() {
+                [] => crate::browse::Scope::All,
+                namespaces => crate::browse::Scope::Namespaces(namespaces.to_vec()),
+            };
+            let catalog = settings.catalog.then(|| crate::browse::server::Pages::new(client.clone(), scope));
+            tokio::spawn(http::serve(addr, health.clone(), catalog, shutdown.clone()))
+        }
         None => tokio::spawn(future::ready(Ok(()))),
     };
     let mut candidate = match settings.election.clone() {

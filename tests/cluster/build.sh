@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds the local control plane from the upstream Go modules and caches the
 # binaries outside the work tree. A component whose binaries are already in the
-# cache is not rebuilt. Usage: build.sh [kubernetes|kubelet|etcd|kwok|helm|containerd|runc ...]
-# (default: all)
+# cache is not rebuilt. Usage:
+# build.sh [kubernetes|kubelet|etcd|kwok|helm|containerd|runc|gitops-check ...]
+# (default: all but gitops-check). `gitops-check` prints the path of its binary.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=tests/cluster/lib.sh
@@ -195,6 +196,37 @@ require github.com/opencontainers/runc $v" \
     "seccomp urfave_cli_no_docs" 1
 }
 
+# The Argo CD health and kstatus harness of tests/gitops.rs, built from our own module
+# in tests/gitops (its go.mod and go.sum are committed, so -mod=readonly: the build never
+# rewrites them). Its version is a hash of its source: an edit builds a new entry, and the
+# entries of older sources are deleted. Prints the path of the binary on stdout.
+build_gitops_check() {
+  local src="$REPO_ROOT/tests/gitops" version
+  version=$(cd "$src" && sha256sum -- *.go go.mod go.sum | sha256sum | cut -c1-16)
+  local dest="$CACHE_DIR/gitops-check-$version"
+  if [[ -f "$dest/.complete" ]]; then
+    log "gitops-check $version: cached in $dest"
+  else
+    need_go
+    log "gitops-check $version: building"
+    (
+      cd "$src"
+      mkdir -p "$dest/bin.tmp"
+      GOFLAGS=-mod=readonly GOTOOLCHAIN=local CGO_ENABLED=0 \
+        go build -trimpath -ldflags "-s -w" -o "$dest/bin.tmp/gitops-check" .
+    ) || { rm -rf "$dest/bin.tmp"; die "gitops-check $version: the Go build failed (output above). Nothing was cached."; }
+    rm -rf "${dest:?}/bin"
+    mv "$dest/bin.tmp" "$dest/bin"
+    touch "$dest/.complete"
+    local old
+    for old in "$CACHE_DIR"/gitops-check-*; do
+      [[ $old == "$dest" ]] || rm -rf "$old"
+    done
+    log "gitops-check $version: built into $dest/bin"
+  fi
+  echo "$dest/bin/gitops-check"
+}
+
 main() {
   local targets=("$@")
   [[ ${#targets[@]} -gt 0 ]] || targets=(etcd kwok kubernetes kubelet helm containerd runc)
@@ -202,7 +234,8 @@ main() {
   for t in "${targets[@]}"; do
     case $t in
       kubernetes | kubelet | etcd | kwok | helm | containerd | runc) "build_$t" ;;
-      *) die "unknown component '$t' (known: kubernetes kubelet etcd kwok helm containerd runc)" ;;
+      gitops-check) build_gitops_check ;;
+      *) die "unknown component '$t' (known: kubernetes kubelet etcd kwok helm containerd runc gitops-check)" ;;
     esac
   done
 }
