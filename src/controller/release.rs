@@ -65,6 +65,20 @@ async fn blueprint(client: &Client, ns: &str, cb: &CoreBuild) -> Result<Result<S
     })
 }
 
+/// The CoreBuild an attempt is made from, as the API server has it now rather than as the
+/// cache last saw it: an edit applied together with the release (one GitOps commit, one
+/// `kubectl apply`) must not lose the race between the CoreBuild and the ImageRelease
+/// watches, or the attempt would be built from the spec before it. One read per attempt,
+/// like the blueprint's. One that cannot be decoded stays unknown, as in the cache (its
+/// watch reports it).
+async fn core_build_now(ctx: &Context, ns: &str, name: &str) -> Result<Option<CoreBuild>, Error> {
+    match Api::<CoreBuild>::namespaced(ctx.client.clone(), ns).get_opt(name).await {
+        Ok(cb) => Ok(cb),
+        Err(kube::Error::SerdeError(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// A Job of the release and what its pods (and, when it has none, its `FailedCreate`
 /// events) say, from the caches.
 fn observe_job_named(caches: &Caches, ns: &str, name: &str) -> Option<JobObservation> {
@@ -98,7 +112,8 @@ where
 }
 
 /// Gathers what [`decide`] needs for `release`, from the caches (and the registry, when
-/// the phase needs it).
+/// the phase needs it; the API server, for the CoreBuild and blueprint a new attempt is
+/// made from).
 async fn observe(ctx: &Context, ns: &str, release: &ImageRelease) -> Result<Observed, Error> {
     let caches = &ctx.caches;
     let name = release.name_any();
@@ -117,7 +132,7 @@ async fn observe(ctx: &Context, ns: &str, release: &ImageRelease) -> Result<Obse
                 // Deleting the owner re-runs the releases waiting for its version.
                 return Ok(observed);
             }
-            if let Some(cb) = caches.core_build(ns, &release.spec.core_build) {
+            if let Some(cb) = core_build_now(ctx, ns, &release.spec.core_build).await? {
                 observed.core_build_exists = true;
                 let text = blueprint(&ctx.client, ns, &cb).await?;
                 if let Ok(containerfile) = &text {
