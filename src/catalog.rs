@@ -8,9 +8,12 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
 
-use crate::api::{Catalog, ChannelStatus, Phase};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::api::{AttestationStatus, Catalog, ChannelStatus, Phase, SignatureStatus};
 use crate::fence::Fence;
 use crate::registry::{Credentials, Registry, RegistryError};
+use crate::signing::{self, Key, KeyError, Signing};
 
 /// Why the catalog could not be used.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -21,6 +24,9 @@ pub enum CatalogError {
     /// The credentials Secret is missing or unusable.
     #[error("{0}")]
     Credentials(String),
+    /// The signing key's Secret is missing or unusable: nothing is published unsigned.
+    #[error(transparent)]
+    SigningKey(#[from] KeyError),
     /// The version tag exists and points at another digest: never overwritten.
     #[error("{reference} already exists and points at {existing}; a published version is never overwritten")]
     Conflict {
@@ -39,6 +45,7 @@ impl CatalogError {
             CatalogError::Registry(RegistryError::Unreachable { .. }) => "RegistryUnavailable",
             CatalogError::Registry(_) => "RegistryError",
             CatalogError::Credentials(_) => "CredentialsInvalid",
+            CatalogError::SigningKey(k) => k.reason,
             CatalogError::Conflict { .. } => "VersionTagConflict",
         }
     }
@@ -49,6 +56,7 @@ impl CatalogError {
             self,
             CatalogError::Registry(RegistryError::Unauthorized { .. })
                 | CatalogError::Credentials(_)
+                | CatalogError::SigningKey(_)
                 | CatalogError::Conflict { .. }
         )
     }
@@ -161,6 +169,119 @@ pub async fn publish(
     }
 }
 
+/// Signs `repository@digest` with `key` and pushes its attestations, next to the image
+/// as cosign does: the signature into `sha256-<hex>.sig` (beside those of other keys),
+/// the attestations into `sha256-<hex>.att` (replacing the release's earlier ones).
+/// Idempotent: the signatures are deterministic, and a layer already there is not added
+/// again.
+pub async fn sign(
+    registry: &Registry,
+    repository: &str,
+    digest: &str,
+    key: &Key,
+    signing: &Signing,
+    now: &Time,
+) -> Result<SignatureStatus, CatalogError> {
+    let sig_tag = signing::signature_tag(digest);
+    let existing = registry.artifact_layers(repository, &sig_tag).await?;
+    let layers = signing::merge_signatures(existing, signing::signature_layer(key, repository, digest));
+    registry.put_artifact(repository, &sig_tag, &layers).await?;
+    crate::failpoint::hit("signed").await;
+
+    let att_tag = signing::attestation_tag(digest);
+    let new: Vec<_> = signing.statements.iter().map(|s| signing::attestation_layer(key, &signing.release, s)).collect();
+    let attestations = new
+        .iter()
+        .zip(&signing.statements)
+        .map(|(layer, s)| AttestationStatus {
+            predicate_type: s.predicate_type.clone(),
+            reference: format!("{repository}:{att_tag}"),
+            digest: layer.digest.clone(),
+        })
+        .collect();
+    let existing = registry.artifact_layers(repository, &att_tag).await?;
+    let layers = signing::merge_attestations(existing, &signing.release, new);
+    registry.put_artifact(repository, &att_tag, &layers).await?;
+    crate::failpoint::hit("attested").await;
+    Ok(SignatureStatus {
+        key: signing.key.to_string(),
+        key_fingerprint: key.fingerprint.clone(),
+        reference: format!("{repository}:{sig_tag}"),
+        attestations,
+        signed_at: now.clone(),
+    })
+}
+
+/// Deletes the signatures and attestations of `repository@digest`, once the image itself
+/// is gone from the repository: they would verify nothing any more.
+async fn delete_signatures(registry: &Registry, repository: &str, digest: &str) -> Result<(), CatalogError> {
+    if registry.manifest_digest(&format!("{repository}@{digest}")).await?.is_some() {
+        return Ok(());
+    }
+    for tag in [signing::signature_tag(digest), signing::attestation_tag(digest)] {
+        if let Some(d) = registry.manifest_digest(&format!("{repository}:{tag}")).await? {
+            registry.delete_manifest(repository, &d).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Publishes `staging@digest` as `repository:version` (see [`publish`]), signed first
+/// when `signing` says so: the version tag appears only once its signature and
+/// attestations are there.
+pub async fn publish_signed(
+    registry: &Registry,
+    keys: &signing::Keys,
+    catalog: &Catalog,
+    digest: &str,
+    version: &str,
+    signing: Option<&Signing>,
+) -> Result<Result<Publication, CatalogError>, kube::Error> {
+    let signature = match signing {
+        None => None,
+        Some(s) => {
+            let key = match keys.get(&s.key.namespace, &s.key.name).await? {
+                Ok(k) => k,
+                Err(e) => {
+                    crate::metrics::signature(e.reason);
+                    return Ok(Err(e.into()));
+                }
+            };
+            let now = Time(jiff::Timestamp::now());
+            match sign(registry, &catalog.repository, digest, &key, s, &now).await {
+                Ok(st) => {
+                    crate::metrics::signature("signed");
+                    Some(st)
+                }
+                Err(e) => {
+                    crate::metrics::signature(match &e {
+                        CatalogError::Registry(r) => r.kind(),
+                        other => other.reason(),
+                    });
+                    return Ok(Err(e));
+                }
+            }
+        }
+    };
+    Ok(publish(registry, catalog, digest, version).await.map(|digest| Publication { digest, signature }))
+}
+
+/// What publishing came to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Publication {
+    /// The digest the version tag resolves to.
+    pub digest: String,
+    /// Its signature and attestations, when it was signed.
+    pub signature: Option<SignatureStatus>,
+}
+
+impl From<&str> for Publication {
+    /// An unsigned publication of `digest`.
+    fn from(digest: &str) -> Self {
+        Publication { digest: digest.to_string(), signature: None }
+    }
+}
+
 /// What became of a retired release's version tag.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TagDeletion {
@@ -189,7 +310,9 @@ pub async fn delete_version_tag(
     let repo = &catalog.repository;
     let own = tag_of(version);
     if registry.manifest_digest(&format!("{repo}:{own}")).await?.as_deref() != Some(digest) {
-        // Gone already (a version tag is never overwritten, so it cannot point elsewhere).
+        // Gone already (a version tag is never overwritten, so it cannot point elsewhere);
+        // its signatures too, unless the controller stopped in between.
+        delete_signatures(registry, repo, digest).await?;
         return Ok(TagDeletion::Deleted);
     }
     let going: Vec<String> = going_too.iter().map(|v| tag_of(v)).collect();
@@ -208,6 +331,7 @@ pub async fn delete_version_tag(
     }
     registry.delete_manifest(repo, digest).await?;
     crate::failpoint::hit("tag-deleted").await;
+    delete_signatures(registry, repo, digest).await?;
     Ok(TagDeletion::Deleted)
 }
 

@@ -33,5 +33,6 @@ pub mod names;
 pub mod privileges;
 pub mod registry;
 pub mod results;
+pub mod signing;
 pub mod snapshot;
 pub mod telemetry;

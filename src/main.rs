@@ -89,6 +89,11 @@ enum Command {
         /// `/api/v1/catalog` (JSON); `--catalog=false` turns it off.
         #[arg(long, env = "COREFORGE_CATALOG", default_value_t = true, action = clap::ArgAction::Set)]
         catalog: bool,
+        /// The Secret (`<namespace>/<name>`) of the key published releases are signed with
+        /// when their CoreBuild names none (`spec.catalog.signingKeySecret`), in the layout
+        /// `cosign generate-key-pair k8s://<namespace>/<name>` writes. Default: none.
+        #[arg(long, env = "COREFORGE_SIGNING_KEY_SECRET", value_parser = clap::value_parser!(coreforge::signing::KeyRef))]
+        signing_key_secret: Option<coreforge::signing::KeyRef>,
         /// Log format.
         #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "COREFORGE_LOG_FORMAT")]
         log_format: LogFormat,
@@ -149,6 +154,7 @@ fn main() -> anyhow::Result<()> {
             kube_api_burst,
             liveness_stall_after,
             catalog,
+            signing_key_secret,
         } => {
             coreforge::telemetry::init(log_format);
             let runtime = tokio::runtime::Runtime::new()?;
@@ -187,6 +193,7 @@ fn main() -> anyhow::Result<()> {
                     fence,
                     stall_after: liveness_stall_after,
                     catalog,
+                    signing_key: signing_key_secret,
                 };
                 coreforge::controller::run(client, lease_client, settings, coreforge::controller::shutdown_signal())
                     .await

@@ -43,6 +43,8 @@ pub struct Metrics {
     pub phase_since: GaugeVec,
     /// Registry requests by operation and outcome.
     pub registry_requests: IntCounterVec,
+    /// Signings of published digests by outcome.
+    pub signatures: IntCounterVec,
     /// Kubernetes API requests by verb and resource.
     pub kube_requests: IntCounterVec,
     /// Build information.
@@ -149,6 +151,11 @@ impl Metrics {
                 "Registry requests, by operation and outcome (ok or an error kind)",
                 &["operation", "outcome"],
             ),
+            signatures: counter(
+                "signatures_total",
+                "Signings of a digest being published (signature and attestations pushed), by outcome: signed, or why not (SigningKeyNotFound, SigningKeyInvalid, an error kind of the registry)",
+                &["outcome"],
+            ),
             undecodable_objects: int_gauge(
                 "undecodable_objects",
                 "Objects the controller cannot read and skips until they are fixed (each has a Warning event Undecodable), by kind",
@@ -179,6 +186,11 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 /// Counts one registry request.
 pub fn registry_request(operation: &str, error_kind: Option<&str>) {
     METRICS.registry_requests.with_label_values(&[operation, error_kind.unwrap_or("ok")]).inc();
+}
+
+/// Counts a signing by its outcome (`signed`, or why not).
+pub fn signature(outcome: &str) {
+    METRICS.signatures.with_label_values(&[outcome]).inc();
 }
 
 /// Measures one reconcile: counts it and its duration when dropped, whatever path it took.

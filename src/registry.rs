@@ -22,6 +22,7 @@ use serde::Deserialize;
 use crate::api::{ImageConfig, RegistryTls};
 use crate::fence::Fence;
 use crate::metrics;
+use crate::signing::Layer;
 
 const MANIFEST_TYPES: [&str; 4] =
     [OCI_IMAGE_MEDIA_TYPE, OCI_IMAGE_INDEX_MEDIA_TYPE, IMAGE_MANIFEST_MEDIA_TYPE, IMAGE_MANIFEST_LIST_MEDIA_TYPE];
@@ -550,6 +551,115 @@ impl Registry {
             Ok(()) | Err(RegistryError::NotFound { .. }) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// The layers of the artifact `repo:tag` (a signature or attestation manifest), or
+    /// none when it does not exist.
+    pub async fn artifact_layers(&self, repo: &str, tag: &str) -> Result<Vec<Layer>, RegistryError> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Described {
+            media_type: String,
+            digest: String,
+            size: u64,
+            #[serde(default)]
+            annotations: BTreeMap<String, String>,
+        }
+        #[derive(Deserialize)]
+        struct Artifact {
+            #[serde(default)]
+            layers: Vec<Described>,
+        }
+        let r = parse_reference(&format!("{repo}:{tag}"))?;
+        let bytes = match self.manifest(&r).await {
+            Ok((bytes, _)) => bytes,
+            Err(RegistryError::NotFound { .. }) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let artifact: Artifact = serde_json::from_slice(&bytes).map_err(|e| RegistryError::Other {
+            registry: r.registry().to_string(),
+            message: format!("{repo}:{tag} is not an image manifest: {e}"),
+        })?;
+        Ok(artifact
+            .layers
+            .into_iter()
+            .map(|l| Layer {
+                media_type: l.media_type,
+                digest: l.digest,
+                size: l.size,
+                annotations: l.annotations,
+                data: None,
+            })
+            .collect())
+    }
+
+    /// Puts the artifact `repo:tag` made of `layers` (uploading those with data), with a
+    /// config as cosign writes one. Returns the manifest's digest.
+    pub async fn put_artifact(&self, repo: &str, tag: &str, layers: &[Layer]) -> Result<String, RegistryError> {
+        let r = parse_reference(&format!("{repo}:{tag}"))?;
+        let auth = self.credentials.for_registry(r.resolve_registry());
+        self.client.auth(&r, &auth, RegistryOperation::Push).await.map_err(|e| RegistryError::from_oci(e, &r))?;
+        for layer in layers {
+            if let Some(data) = &layer.data {
+                self.put_blob(&r, data, &layer.digest).await?;
+            }
+        }
+        let config = serde_json::to_vec(&serde_json::json!({
+            "architecture": "",
+            "created": "0001-01-01T00:00:00Z",
+            "history": [{"created": "0001-01-01T00:00:00Z"}],
+            "os": "",
+            "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|l| l.digest.as_str()).collect::<Vec<_>>()},
+            "config": {},
+        }))
+        .unwrap_or_default();
+        let config_digest = crate::names::sha256(&config);
+        self.put_blob(&r, &config, &config_digest).await?;
+        let descriptors: Vec<serde_json::Value> = layers
+            .iter()
+            .map(|l| {
+                let mut d = serde_json::json!({"mediaType": l.media_type, "size": l.size, "digest": l.digest});
+                if !l.annotations.is_empty() {
+                    d["annotations"] = serde_json::json!(l.annotations);
+                }
+                d
+            })
+            .collect();
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_IMAGE_MEDIA_TYPE,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "size": config.len(), "digest": config_digest},
+            "layers": descriptors,
+        });
+        let body = bytes::Bytes::from(serde_json::to_vec(&manifest).unwrap_or_default());
+        let content_type = http::HeaderValue::from_static(OCI_IMAGE_MEDIA_TYPE);
+        self.retry("put_manifest", || async {
+            self.may_write(r.registry())?;
+            self.client
+                .push_manifest_raw(&r, body.clone(), content_type.clone())
+                .await
+                .map_err(|e| RegistryError::from_oci(e, &r))
+        })
+        .await?;
+        Ok(crate::names::sha256(&body))
+    }
+
+    /// Uploads a blob to the repository of `r`, unless it is there.
+    async fn put_blob(&self, r: &Reference, data: &[u8], digest: &str) -> Result<(), RegistryError> {
+        let blob = Reference::with_digest(r.registry().into(), r.repository().into(), digest.into());
+        let exists = self
+            .retry("head_blob", || async {
+                self.client.blob_exists(&blob, digest).await.map_err(|e| RegistryError::from_oci(e, r))
+            })
+            .await?;
+        if exists {
+            return Ok(());
+        }
+        self.retry("put_blob", || async {
+            self.client.push_blob(r, data.to_vec(), digest).await.map_err(|e| RegistryError::from_oci(e, r))
+        })
+        .await?;
+        Ok(())
     }
 
     /// Pushes a manifest (with the blobs it names) under `repo:tag`; used to seed images.

@@ -324,6 +324,7 @@ async fn chart_args_are_accepted_by_the_binary() -> anyhow::Result<()> {
         &["--set", "leaderElection.enabled=false", "--set", "replicas=1"][..],
         &["--set", "maxConcurrentReconciles=4", "--set", "kubeApi.qps=20", "--set", "kubeApi.burst=30"][..],
         &["--set", "keepAttempts=5"][..],
+        &["--set", "signing.keySecret=release-signing"][..],
         &[
             "--set",
             "builder.image=registry.example/buildah@sha256:0123",
@@ -390,6 +391,33 @@ async fn chart_rbac_is_least_privilege_and_commented() -> anyhow::Result<()> {
         "leader election Role: {}",
         lease_role["rules"]
     );
+    ensure!(!objs.iter().any(|o| name(o) == "cf-coreforge-signing-key"), "a signing key Role without a key");
+    // A default signing key: get on that one Secret of the release namespace, nothing else.
+    let signing = fixtures::helm(&[
+        "template",
+        "cf",
+        CHART,
+        "--namespace",
+        "cf-system",
+        "--show-only",
+        "templates/rbac.yaml",
+        "--set",
+        "signing.keySecret=release-signing",
+    ])
+    .await?;
+    let signing_objs = documents(&signing)?;
+    let key_role = signing_objs
+        .iter()
+        .find(|o| kind(o) == "Role" && name(o) == "cf-coreforge-signing-key")
+        .ok_or_else(|| anyhow!("no signing key Role: {:?}", inventory(&signing_objs)))?;
+    ensure!(key_role["metadata"]["namespace"] == "cf-system", "{key_role}");
+    ensure!(
+        key_role["rules"]
+            == json!([{"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["release-signing"], "verbs": ["get"]}]),
+        "signing key Role: {}",
+        key_role["rules"]
+    );
+    let rendered = format!("{rendered}\n{signing}");
     let lines: Vec<&str> = rendered.lines().collect();
     for (i, line) in lines.iter().enumerate() {
         if line.trim_start().starts_with("- apiGroups:") {

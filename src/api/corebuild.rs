@@ -336,6 +336,13 @@ pub struct Catalog {
     /// credentials for both repositories.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret: Option<SecretRef>,
+    /// A Secret in the CoreBuild's namespace holding the key every published digest is
+    /// signed with, as `cosign generate-key-pair k8s://<namespace>/<name>` makes it
+    /// (`cosign.key`, `cosign.password`, `cosign.pub`). Default: the controller's
+    /// `--signing-key-secret`, if it has one; with neither, releases are published
+    /// unsigned. Read when a release is published, so a rotated key signs from then on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_key_secret: Option<SecretRef>,
     /// Transport security towards the registry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<RegistryTls>,

@@ -274,6 +274,38 @@ pub struct ImageReleaseStatus {
     /// recorded, whatever changed since.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub intent: Option<Intent>,
+    /// The signature and attestations of the published digest, when it was signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<SignatureStatus>,
+}
+
+/// How a published digest was signed, and where consumers find the proofs.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SignatureStatus {
+    /// The key's Secret, `namespace/name`.
+    pub key: String,
+    /// `sha256:` of the public key (its DER SubjectPublicKeyInfo): which key, after a rotation.
+    pub key_fingerprint: String,
+    /// The cosign signature: `repository:sha256-<hex>.sig`.
+    pub reference: String,
+    /// The in-toto attestations, in `repository:sha256-<hex>.att`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attestations: Vec<AttestationStatus>,
+    /// When it was signed.
+    pub signed_at: Time,
+}
+
+/// One attestation of a published digest.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AttestationStatus {
+    /// Its predicate type (what `cosign verify-attestation --type` selects).
+    pub predicate_type: String,
+    /// `repository:sha256-<hex>.att`.
+    pub reference: String,
+    /// `sha256:` of its DSSE envelope (the layer of the attestation manifest).
+    pub digest: String,
 }
 
 /// A catalog write, recorded in status before it is performed (conditioned on the

@@ -121,6 +121,14 @@ fn release_row(out: &mut String, r: &Release) {
         }
         out.push_str("</div>");
     }
+    if let Some(s) = &r.signature {
+        let _ = write!(
+            out,
+            r#"<div class="muted" data-field="signature">signed by key <code>{}</code>, attested: {} (<code>cosign verify --key &lt;public key&gt;</code>)</div>"#,
+            escape(&s.key_fingerprint),
+            s.attestations.iter().map(|a| escape(a)).collect::<Vec<_>>().join(", ")
+        );
+    }
     if let Some(base) = &r.contract_baseline {
         let changes = if r.contract_changes.is_empty() {
             "no contract changes".to_string()

@@ -199,6 +199,20 @@ pub struct Release {
     pub contract_changes: Vec<String>,
     /// Contract check results of its test: name → passed.
     pub checks: BTreeMap<String, bool>,
+    /// How its digest is signed, when it is.
+    pub signature: Option<Signature>,
+}
+
+/// The signature and attestations of a release, for consumers to verify.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Signature {
+    /// `sha256:` of the public key that verifies it.
+    pub key_fingerprint: String,
+    /// The cosign signature (`repository:sha256-<hex>.sig`).
+    pub reference: String,
+    /// The predicate types attested (`cosign verify-attestation --type`).
+    pub attestations: Vec<String>,
 }
 
 /// The API spelling of an enum of the CRDs (`Security`, `Critical`).
@@ -256,6 +270,11 @@ fn release(r: &ImageRelease, repository: &str, now: Timestamp) -> Release {
         contract_baseline: st.contract_baseline,
         contract_changes: st.contract_changes,
         checks: st.checks.into_iter().map(|c| (c.name, c.passed)).collect(),
+        signature: st.signature.map(|s| Signature {
+            key_fingerprint: s.key_fingerprint,
+            reference: s.reference,
+            attestations: s.attestations.into_iter().map(|a| a.predicate_type).collect(),
+        }),
     }
 }
 

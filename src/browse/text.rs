@@ -111,6 +111,18 @@ pub fn notes(release: &Release) -> String {
     if let Some(pull) = &release.pull {
         let _ = writeln!(out, "Pull: {pull}");
     }
+    if let Some(s) = &release.signature {
+        let _ = writeln!(
+            out,
+            "Signed: key {} ({}); attested: {}",
+            s.key_fingerprint,
+            s.reference,
+            s.attestations.join(", ")
+        );
+        if let Some(pull) = &release.pull {
+            let _ = writeln!(out, "Verify: cosign verify --key <public key> --insecure-ignore-tlog {pull}");
+        }
+    }
     if let Some(end) = release.support_ends_at {
         let left = release.days_of_support_left.map(|d| format!(" ({d} days left)")).unwrap_or_default();
         let _ = writeln!(out, "Support ends: {}{left}", date(Some(end)));

@@ -18,6 +18,7 @@ use crate::api::{CoreBuildStatus, FIELD_MANAGER, ImageRelease, ImageReleaseStatu
 use crate::catalog::Registries;
 use crate::health::Health;
 use crate::privileges::Privileges;
+use crate::signing::Keys;
 
 /// The shortest time between two status writes of a CoreBuild whose spec did not change.
 pub const STATUS_INTERVAL: Duration = Duration::from_secs(10);
@@ -90,6 +91,8 @@ pub struct Context {
     pub(super) caches: Caches,
     /// Registry clients, shared by every scope.
     pub(super) registries: Arc<Registries>,
+    /// Signing keys (and the controller's default), shared by every scope.
+    pub(super) keys: Arc<Keys>,
     /// Consecutive failures per release, for exponential backoff.
     pub(super) failures: Mutex<HashMap<ObjectRef<ImageRelease>, u32>>,
     /// The statuses this controller wrote last, until the caches show them.
@@ -104,13 +107,14 @@ pub struct Context {
 
 impl Context {
     /// A context for `client`, recording events with `recorder`, creating pods by `pods`,
-    /// reading from `caches`, noting its reconciles in `health`.
+    /// reading from `caches`, signing with `keys`, noting its reconciles in `health`.
     pub fn new(
         client: Client,
         recorder: Recorder,
         pods: PodConfig,
         caches: Caches,
         registries: Arc<Registries>,
+        keys: Arc<Keys>,
         health: Arc<Health>,
     ) -> Self {
         Self {
@@ -119,6 +123,7 @@ impl Context {
             pods,
             caches,
             registries,
+            keys,
             health,
             failures: Mutex::default(),
             releases_written: Expectations::default(),

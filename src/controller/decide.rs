@@ -28,10 +28,11 @@ use crate::api::{
 use crate::api::{
     CONTRACT_KEPT, Catalog, ImageConfig, Intent, IntentAction, LifecyclePolicy, PUBLISHED, parse_duration,
 };
-use crate::catalog::{CatalogError, TagDeletion};
+use crate::catalog::{CatalogError, Publication, TagDeletion};
 use crate::contract;
 use crate::lifecycle::{self, Sibling};
 use crate::results;
+use crate::signing::{KeyRef, Signing, predicates};
 use crate::snapshot::Snapshot;
 
 /// How many transitions `status.history` keeps.
@@ -132,6 +133,10 @@ pub struct Observed {
     /// The versions of the same CoreBuild that are Retired on this release's digest: when
     /// its version tag is deleted, theirs go with it (from Verified on).
     pub retired_on_digest: Vec<String>,
+    /// The Secret of the key a publication is signed with: the one the CoreBuild names
+    /// now (as its snapshot does, when it is gone), else the controller's default; `None`
+    /// publishes unsigned (from Verified on).
+    pub signing_key: Option<KeyRef>,
 }
 
 /// The digest whose presence in staging the edges must check: the one a successful build
@@ -203,8 +208,9 @@ pub struct Note {
 /// [`Intent`] was written.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
-    /// Copy `digest` from staging to the version tag of `version`
-    /// ([`crate::catalog::publish`]).
+    /// Sign `digest` and attest how it was made and tested, when `signing` says so
+    /// ([`crate::catalog::sign`]), then copy it from staging to the version tag of
+    /// `version` ([`crate::catalog::publish`]): nothing reaches the catalog unsigned.
     Publish {
         /// The catalog of the attempt's snapshot.
         catalog: Catalog,
@@ -212,6 +218,8 @@ pub enum Effect {
         digest: String,
         /// The release's version.
         version: String,
+        /// The key and the attestations; `None`: published unsigned.
+        signing: Option<Signing>,
     },
     /// Delete the version tag of a retired release, with those of `going_too`, unless
     /// another tag resolves to `digest` ([`crate::catalog::delete_version_tag`]).
@@ -230,8 +238,8 @@ pub enum Effect {
 /// What came of an [`Effect`], for [`record`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    /// Of [`Effect::Publish`]: the digest the version tag resolves to.
-    Published(Result<String, CatalogError>),
+    /// Of [`Effect::Publish`].
+    Published(Result<Publication, CatalogError>),
     /// Of [`Effect::DeleteVersionTag`].
     TagDeletion(Result<TagDeletion, CatalogError>),
 }
@@ -407,7 +415,7 @@ impl<'a> Ctx<'a> {
     /// version tag and digest.
     fn intend(&mut self, effect: Effect) -> &Intent {
         let (action, catalog, digest, version) = match &effect {
-            Effect::Publish { catalog, digest, version } => (IntentAction::Publish, catalog, digest, version),
+            Effect::Publish { catalog, digest, version, .. } => (IntentAction::Publish, catalog, digest, version),
             Effect::DeleteVersionTag { catalog, digest, version, .. } => {
                 (IntentAction::DeleteVersionTag, catalog, digest, version)
             }
@@ -835,30 +843,57 @@ fn verified(cx: &mut Ctx, observed: &Observed) {
     let Some(snap) = cx.snapshot(observed) else { return };
     let version = cx.release.spec.version.clone();
     let repository = &snap.spec.catalog.repository;
-    let effect = Effect::Publish {
-        catalog: snap.spec.catalog.clone(),
-        digest: cx.st.digest.clone().unwrap_or_default(),
-        version: version.clone(),
-    };
+    let digest = cx.st.digest.clone().unwrap_or_default();
+    let signing = observed.signing_key.clone().map(|key| Signing {
+        key,
+        release: format!("{}/{}", cx.release.namespace().unwrap_or_default(), cx.release.name_any()),
+        statements: predicates::statements(cx.release, &cx.st, &snap.spec.contract, repository, &digest),
+    });
+    let signed_with =
+        signing.as_ref().map(|s| format!(", signed with the key in Secret {}", s.key)).unwrap_or_default();
+    let effect = Effect::Publish { catalog: snap.spec.catalog.clone(), digest, version: version.clone(), signing };
     if pending {
         cx.effect = Some(effect);
         return cx.unchanged();
     }
-    let msg = format!("publishing {image} as {repository}:{version}");
+    let msg = format!("publishing {image} as {repository}:{version}{signed_with}");
     cx.intend(effect);
     cx.condition(PUBLISHED, None, "Publishing", &msg);
     cx.headline("Publishing", msg);
 }
 
 /// Records what publishing a Verified release came to.
-fn publication(cx: &mut Ctx, observed: &Observed, result: &Result<String, CatalogError>) {
+fn publication(cx: &mut Ctx, observed: &Observed, result: &Result<Publication, CatalogError>) {
     let Some(Ok(snap)) = &observed.snapshot else { return cx.unchanged() };
     let image = cx.st.staging_image.clone().unwrap_or_default();
     let reference = format!("{}:{}", snap.spec.catalog.repository, cx.release.spec.version);
-    if let Err(e) = result {
-        // The intent stays, and is performed again (a conflict fails the release).
-        return cx.wait_for_catalog(PUBLISHED, e, &format!("publishing {image} as {reference}"));
+    let publication = match result {
+        Ok(p) => p,
+        Err(e) => {
+            if let CatalogError::SigningKey(k) = e {
+                let before = crate::api::find_condition(&cx.st.conditions, PUBLISHED).map(|c| c.reason.clone());
+                if before.as_deref() != Some(k.reason) {
+                    cx.note(true, k.reason, format!("not publishing {reference}: {e}"));
+                }
+            }
+            // The intent stays, and is performed again (a conflict fails the release).
+            return cx.wait_for_catalog(PUBLISHED, e, &format!("publishing {image} as {reference}"));
+        }
+    };
+    if let Some(signature) = &publication.signature {
+        let attested: Vec<&str> = signature.attestations.iter().map(|a| a.predicate_type.as_str()).collect();
+        let msg = format!(
+            "signed {} with the key in Secret {} ({}): {}; attested {} in {}",
+            cx.st.digest.clone().unwrap_or_default(),
+            signature.key,
+            signature.key_fingerprint,
+            signature.reference,
+            attested.join(" and "),
+            signature.attestations.first().map(|a| a.reference.as_str()).unwrap_or_default(),
+        );
+        cx.note(false, "Signed", msg);
     }
+    cx.st.signature = publication.signature.clone();
     cx.st.intent = None;
     let now = cx.now.clone();
     let window = snap.spec.lifecycle.as_ref().and_then(|l| l.support_window.as_deref()).and_then(parse_duration);
@@ -920,8 +955,12 @@ fn tag_deletion(cx: &mut Ctx, result: &Result<TagDeletion, CatalogError>) {
     match result {
         Ok(TagDeletion::Deleted) => {
             cx.st.intent = None;
-            let refs = std::mem::take(&mut cx.st.published).join(", ");
-            let msg = format!("deleted {refs} (lifecycle.deleteRetiredTags)");
+            let mut refs = std::mem::take(&mut cx.st.published);
+            if let Some(signature) = cx.st.signature.take() {
+                refs.push(signature.reference);
+                refs.extend(signature.attestations.first().map(|a| a.reference.clone()));
+            }
+            let msg = format!("deleted {} (lifecycle.deleteRetiredTags)", refs.join(", "));
             cx.condition(PUBLISHED, Some(false), "VersionTagDeleted", &msg);
             cx.note(false, "VersionTagDeleted", msg);
             cx.headline("Retired", format!("retired at {at}; its version tag was deleted"));

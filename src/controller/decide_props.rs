@@ -156,7 +156,7 @@ impl World {
                     }
                     (true, false) => {
                         self.version_tag_published = true;
-                        Ok(digest.clone())
+                        Ok(digest.as_str().into())
                     }
                 })
             }

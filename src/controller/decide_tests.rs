@@ -597,8 +597,9 @@ fn publishing_is_recorded_as_an_intent_before_it_is_performed() {
     assert_eq!(intent.action, IntentAction::Publish);
     assert_eq!(intent.reference, "registry.local/core/debian:12.7.0");
     assert_eq!((intent.digest.as_str(), intent.decided_on.as_deref()), (DIGEST, Some("41")));
-    let Some(Effect::Publish { digest, version, catalog }) = &d.effect else { panic!("{:?}", d.effect) };
+    let Some(Effect::Publish { digest, version, catalog, signing }) = &d.effect else { panic!("{:?}", d.effect) };
     assert_eq!((digest.as_str(), version.as_str()), (DIGEST, "12.7.0"));
+    assert_eq!(*signing, None, "no key is configured: published unsigned");
     assert_eq!(catalog.repository, "registry.local/core/debian");
     // Stopped before the outcome was recorded: the next run performs it again, changing
     // nothing else and telling nothing new.
@@ -684,6 +685,114 @@ fn publishing_waits_out_registry_outages_and_names_bad_credentials() {
     let (_, d) = recorded(&r, &o, Outcome::Published(Err(conflict)), 50);
     assert_eq!((phase(&d), cond(&d, READY).1), (Phase::Failed, "VersionTagConflict"));
     assert_eq!(d.status.intent, None, "a Failed release writes nothing to the catalog");
+}
+
+fn signed(o: &mut Observed) {
+    o.signing_key = Some(crate::signing::KeyRef { namespace: "ns".into(), name: "release-signing".into() });
+}
+
+#[test]
+fn a_signing_key_signs_the_publication_with_provenance_and_contract_attestations() {
+    let mut r = testing(Target::Published);
+    r.metadata.resource_version = Some("41".into());
+    let mut o = built();
+    signed(&mut o);
+    o.test_job = Some(job("rel-a1-test", JobState::Succeeded, Some(&report("5.2", 0)), None));
+    let d = decide(&r, &o, &at(30));
+    assert!(cond(&d, READY).2.ends_with("signed with the key in Secret ns/release-signing"), "{:?}", cond(&d, READY));
+    let Some(Effect::Publish { signing: Some(signing), digest, .. }) = &d.effect else { panic!("{:?}", d.effect) };
+    assert_eq!((signing.key.to_string().as_str(), signing.release.as_str()), ("ns/release-signing", "ns/rel"));
+    let types: Vec<&str> = signing.statements.iter().map(|s| s.predicate_type.as_str()).collect();
+    assert_eq!(types, [crate::signing::SLSA_PROVENANCE_V1, crate::signing::CONTRACT_PREDICATE_V1]);
+    let statement = |i: usize| serde_json::from_slice::<serde_json::Value>(&signing.statements[i].payload).unwrap();
+    let (provenance, contract) = (statement(0), statement(1));
+    let hex = digest.strip_prefix("sha256:").unwrap();
+    assert_eq!(provenance["subject"][0]["digest"]["sha256"], hex);
+    let st = d.status.clone();
+    let base = st.provenance.as_ref().unwrap().base_digest.strip_prefix("sha256:").unwrap().to_string();
+    let deps = &provenance["predicate"]["buildDefinition"]["resolvedDependencies"];
+    assert_eq!(deps[0]["digest"]["sha256"], base.as_str());
+    assert_eq!(provenance["predicate"]["runDetails"]["byproducts"][1]["uri"], "k8s://ns/jobs/rel-a1-test");
+    assert_eq!(contract["predicate"]["passed"], true);
+    assert_eq!(contract["predicate"]["checks"], serde_json::to_value(&st.checks).unwrap());
+    // Performed again after a crash: the same statements, byte for byte.
+    let intended = apply(r, &d);
+    let again = decide(&intended, &stored_signed(), &at(35));
+    assert_eq!(again.effect, d.effect);
+    // Its outcome: the references in status, and one event.
+    let signature = crate::api::SignatureStatus {
+        key: "ns/release-signing".into(),
+        key_fingerprint: "sha256:f00".into(),
+        reference: format!("registry.local/core/debian:sha256-{hex}.sig"),
+        attestations: vec![crate::api::AttestationStatus {
+            predicate_type: crate::signing::SLSA_PROVENANCE_V1.into(),
+            reference: format!("registry.local/core/debian:sha256-{hex}.att"),
+            digest: "sha256:e".into(),
+        }],
+        signed_at: at(40),
+    };
+    let outcome = Outcome::Published(Ok(Publication { digest: DIGEST.into(), signature: Some(signature.clone()) }));
+    let (_, d) = recorded(&intended, &stored_signed(), outcome, 40);
+    assert_eq!(phase(&d), Phase::Published);
+    assert_eq!(d.status.signature, Some(signature));
+    let event = d.notes.iter().find(|n| n.reason == "Signed").expect("a Signed event");
+    assert!(event.message.contains(".sig") && event.message.contains("sha256:f00"), "{}", event.message);
+}
+
+fn stored_signed() -> Observed {
+    let mut o = stored(1);
+    signed(&mut o);
+    o
+}
+
+#[test]
+fn a_missing_signing_key_blocks_publishing_until_it_is_there() {
+    let r = verified(Target::Published);
+    let o = stored_signed();
+    let missing = crate::signing::KeyError {
+        secret: "ns/release-signing".into(),
+        reason: "SigningKeyNotFound",
+        message: "it does not exist".into(),
+    };
+    let (waiting, d) = recorded(&r, &o, Outcome::Published(Err(missing.clone().into())), 50);
+    assert_eq!(phase(&d), Phase::Verified, "nothing is published unsigned");
+    assert_eq!(cond(&d, PUBLISHED).1, "SigningKeyNotFound");
+    assert!(cond(&d, READY).2.contains("signing key Secret ns/release-signing: it does not exist"));
+    assert_eq!(cond(&d, STALLED).0, "True", "a person has to act");
+    assert!(d.status.intent.is_some() && d.requeue_after.is_some());
+    assert_eq!(d.notes.iter().filter(|n| n.warning && n.reason == "SigningKeyNotFound").count(), 1);
+    // Still missing: no second event, no new status.
+    let (_, d) = recorded(&waiting, &o, Outcome::Published(Err(missing.into())), 60);
+    assert!(d.notes.is_empty(), "{:?}", d.notes);
+    // There now: published.
+    let (_, d) = recorded(&waiting, &o, Outcome::Published(Ok(DIGEST.into())), 70);
+    assert_eq!(phase(&d), Phase::Published);
+}
+
+#[test]
+fn deleting_a_retired_tag_deletes_its_signature_record() {
+    let o = stored_signed();
+    let signature = crate::api::SignatureStatus {
+        key: "ns/k".into(),
+        key_fingerprint: "sha256:f".into(),
+        reference: "registry.local/core/debian:sha256-x.sig".into(),
+        attestations: vec![crate::api::AttestationStatus {
+            predicate_type: crate::signing::SLSA_PROVENANCE_V1.into(),
+            reference: "registry.local/core/debian:sha256-x.att".into(),
+            digest: "sha256:e".into(),
+        }],
+        signed_at: at(40),
+    };
+    let outcome = Outcome::Published(Ok(Publication { digest: DIGEST.into(), signature: Some(signature) }));
+    let (mut retiring, _) = recorded(&verified(Target::Published), &o, outcome, 40);
+    retiring.spec.target = Target::Retired;
+    let mut o = o;
+    o.policy = Some(crate::api::LifecyclePolicy { delete_retired_tags: true, ..Default::default() });
+    let retired = apply(retiring.clone(), &decide(&retiring, &o, &at(50)));
+    let (_, d) = recorded(&retired, &o, Outcome::TagDeletion(Ok(TagDeletion::Deleted)), 60);
+    assert_eq!(d.status.signature, None);
+    let (_, _, message) = cond(&d, PUBLISHED);
+    assert!(message.contains("sha256-x.sig") && message.contains("sha256-x.att"), "{message}");
 }
 
 /// A Published 12.8.0 of the same CoreBuild.

@@ -41,6 +41,7 @@ use crate::api::{CoreBuild, ImageRelease, LABEL_RELEASE};
 use crate::catalog::Registries;
 use crate::health::{Health, Role};
 use crate::http;
+use crate::signing::Keys;
 
 /// Settings of the controller daemon.
 #[derive(Debug, Clone)]
@@ -63,6 +64,8 @@ pub struct Settings {
     pub stall_after: std::time::Duration,
     /// Serve the consumers' catalog (`/catalog`, `/api/v1/catalog`) on the HTTP port.
     pub catalog: bool,
+    /// The Secret of the key releases are signed with when their CoreBuild names none.
+    pub signing_key: Option<crate::signing::KeyRef>,
 }
 
 /// Default of [`Settings::stall_after`]: twice [`release::RECONCILE_TIMEOUT`], so only a
@@ -80,6 +83,7 @@ impl Default for Settings {
             fence: crate::fence::Fence::open(),
             stall_after: DEFAULT_STALL_AFTER,
             catalog: true,
+            signing_key: None,
         }
     }
 }
@@ -214,6 +218,7 @@ async fn run_controllers(
     let reporter = Reporter { controller: "coreforge".into(), instance: std::env::var("POD_NAME").ok() };
     let recorder = Recorder::new(client.clone(), reporter);
     let registries = Arc::new(Registries::new(client.clone(), settings.fence.clone()));
+    let keys = Arc::new(Keys::new(client.clone(), settings.signing_key.clone()));
     let undecodable = Arc::new(decode::Undecodable::new(recorder.clone()));
     let scopes: Vec<Option<&str>> = if settings.namespaces.is_empty() {
         vec![None]
@@ -226,6 +231,7 @@ async fn run_controllers(
         let shared = Common {
             recorder: recorder.clone(),
             registries: registries.clone(),
+            keys: keys.clone(),
             undecodable: undecodable.clone(),
             health: health.clone(),
         };
@@ -277,6 +283,7 @@ fn scope_controllers(
         settings.pods.clone(),
         caches.clone(),
         shared.registries,
+        shared.keys,
         shared.health,
     ));
     // Re-runs decided from the watch events (see `triggers`), for the other controller.
@@ -420,6 +427,7 @@ where
 struct Common {
     recorder: Recorder,
     registries: Arc<Registries>,
+    keys: Arc<Keys>,
     undecodable: Arc<decode::Undecodable>,
     health: Arc<Health>,
 }

@@ -31,6 +31,7 @@ use crate::catalog::{CatalogError, Registries};
 use crate::lifecycle::Sibling;
 use crate::privileges;
 use crate::registry::Registry;
+use crate::signing::KeyRef;
 use crate::snapshot::Snapshot;
 use crate::{catalog, failpoint, jobs, metrics, names};
 
@@ -211,7 +212,15 @@ async fn observe(ctx: &Context, ns: &str, release: &ImageRelease) -> Result<Obse
         .map(|r| r.spec.version.clone())
         .collect();
     observed.siblings = others.iter().filter_map(|r| Sibling::of(r)).collect();
-    if let Some(cb) = caches.core_build(ns, &release.spec.core_build) {
+    // The key is a publication's policy, like the lifecycle: the CoreBuild's as it is
+    // now (a key configured while a release waits at Verified signs it).
+    let cb = caches.core_build(ns, &release.spec.core_build);
+    let spec = cb.as_ref().map(|cb| &cb.spec).or(snapshot.as_ref().map(|s| &s.spec));
+    observed.signing_key = spec
+        .and_then(|s| s.catalog.signing_key_secret.as_ref())
+        .map(|s| KeyRef { namespace: ns.to_string(), name: s.name.clone() })
+        .or_else(|| ctx.keys.default_key().cloned());
+    if let Some(cb) = cb {
         observed.policy = cb.spec.lifecycle.clone();
         observed.channels = cb
             .status
@@ -227,12 +236,12 @@ async fn observe(ctx: &Context, ns: &str, release: &ImageRelease) -> Result<Obse
 /// Performs a catalog write the decision asked for (and recorded as its intent).
 async fn perform(ctx: &Context, ns: &str, effect: &Effect) -> Result<Outcome, Error> {
     Ok(match effect {
-        Effect::Publish { catalog, digest, version } => Outcome::Published(
-            with_registry(&ctx.registries, ns, catalog, |r| async move {
-                catalog::publish(&r, catalog, digest, version).await
+        Effect::Publish { catalog, digest, version, signing } => {
+            Outcome::Published(match ctx.registries.get(ns, catalog).await? {
+                Ok(r) => catalog::publish_signed(&r, &ctx.keys, catalog, digest, version, signing.as_ref()).await?,
+                Err(e) => Err(e),
             })
-            .await?,
-        ),
+        }
         Effect::DeleteVersionTag { catalog, digest, version, going_too } => Outcome::TagDeletion(
             with_registry(&ctx.registries, ns, catalog, |r| async move {
                 catalog::delete_version_tag(&r, catalog, digest, version, going_too).await

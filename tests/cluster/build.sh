@@ -2,8 +2,9 @@
 # Builds the local control plane from the upstream Go modules and caches the
 # binaries outside the work tree. A component whose binaries are already in the
 # cache is not rebuilt. Usage:
-# build.sh [kubernetes|kubelet|etcd|kwok|helm|containerd|runc|gitops-check ...]
-# (default: all but gitops-check). `gitops-check` prints the path of its binary.
+# build.sh [kubernetes|kubelet|etcd|kwok|helm|containerd|runc|gitops-check|cosign ...]
+# (default: all but gitops-check and cosign). `gitops-check` prints the path of
+# its binary; `cosign` prints nothing (it is $CACHE_DIR/cosign-$COSIGN_VERSION/bin/cosign).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=tests/cluster/lib.sh
@@ -227,6 +228,39 @@ build_gitops_check() {
   echo "$dest/bin/gitops-check"
 }
 
+# The real cosign CLI (sigstore), built on demand (`build.sh cosign`), never by
+# default: the reference that the signatures and attestations we produce are
+# checked against. cosign's go.mod has no replace directives, so requiring it
+# alone resolves every dependency at the version cosign was released with. The
+# module path carries the major version (github.com/sigstore/cosign/v2 for
+# v2.x). Version stamps as cosign's Makefile sets them, with the release time
+# the module proxy reports as the build date (cosign's SOURCE_DATE_EPOCH).
+build_cosign() {
+  local v=$COSIGN_VERSION
+  if [[ -f "$CACHE_DIR/cosign-$v/.complete" ]]; then
+    log "cosign $v: cached in $CACHE_DIR/cosign-$v"
+    return 0
+  fi
+  need_go
+  local mod="github.com/sigstore/cosign/${v%%.*}" json modfile infofile
+  json=$(cd /tmp && GOFLAGS=-mod=mod go mod download -json "$mod@$v") ||
+    die "could not download $mod@$v from the Go module proxy"
+  modfile=$(sed -n 's/.*"GoMod": "\(.*\)".*/\1/p' <<<"$json")
+  infofile=$(sed -n 's/.*"Info": "\(.*\)".*/\1/p' <<<"$json")
+  [[ -f "$modfile" ]] || die "could not download $mod@$v from the Go module proxy"
+  local go_directive date
+  go_directive=$(sed -n 's/^go \([0-9.]*\)$/\1/p' "$modfile")
+  date=$(sed -n 's/.*"Time": *"\([^"]*\)".*/\1/p' "$infofile" 2>/dev/null)
+  local rv=sigs.k8s.io/release-utils/version
+  build_module cosign "$v" "module coreforge.local/cosign-build
+
+go ${go_directive:-1.25.0}
+
+require $mod $v" \
+    "$mod/cmd/cosign" \
+    "-X $rv.gitVersion=$v -X $rv.gitTreeState=clean${date:+ -X $rv.buildDate=$date}"
+}
+
 main() {
   local targets=("$@")
   [[ ${#targets[@]} -gt 0 ]] || targets=(etcd kwok kubernetes kubelet helm containerd runc)
@@ -235,7 +269,8 @@ main() {
     case $t in
       kubernetes | kubelet | etcd | kwok | helm | containerd | runc) "build_$t" ;;
       gitops-check) build_gitops_check ;;
-      *) die "unknown component '$t' (known: kubernetes kubelet etcd kwok helm containerd runc gitops-check)" ;;
+      cosign) build_cosign ;;
+      *) die "unknown component '$t' (known: kubernetes kubelet etcd kwok helm containerd runc gitops-check cosign)" ;;
     esac
   done
 }

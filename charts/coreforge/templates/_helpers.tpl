@@ -143,8 +143,9 @@ kinds.
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create", "patch", "list", "watch"]
-# Reads the registry credentials Secret a CoreBuild names (catalog.credentialsSecret)
-# to publish releases: copy the verified image into the catalog and move its tags.
+# Reads the Secrets a CoreBuild names: the registry credentials (catalog.credentialsSecret)
+# to publish releases, copying the verified image into the catalog and moving its tags,
+# and the signing key (catalog.signingKeySecret) to sign them.
 # get only: the names come from CoreBuilds and are not known when this is installed,
 # so resourceNames cannot narrow it; without list or watch the controller can read
 # no Secret whose name it was not given.
