@@ -26,6 +26,8 @@ pub const POINTS: &[&str] = &[
     "test-job-created",
     "status-written:Testing",
     "status-written:Verified",
+    "signed",
+    "attested",
     "published",
     "status-written:Published",
     "event-recorded",

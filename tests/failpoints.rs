@@ -4,13 +4,14 @@
 //! results, one Job per kind per attempt, the catalog's tags exactly right, and no storm
 //! of events.
 //!
-//! The life each scenario drives: release 12.7.0 published (channels `12` and `latest`
-//! move to it), then 12.8.0 (the channels move on, and `maxSupported: 1` deprecates
-//! 12.7.0), then 12.7.0 retired (with `deleteRetiredTags`, its tag goes).
+//! The life each scenario drives: release 12.7.0 signed and published (channels `12` and
+//! `latest` move to it), then 12.8.0 (the channels move on, and `maxSupported: 1`
+//! deprecates 12.7.0), then 12.7.0 retired (with `deleteRetiredTags`, its tag goes, and
+//! its signature and attestations with it).
 //!
-//! At the two points right after a catalog write was decided, the test also checks what
-//! the stopped controller left: the write recorded as the release's intent, and not yet
-//! made in the registry.
+//! At the points right after a catalog write was decided (or half made: signed, not yet
+//! tagged), the test also checks what the stopped controller left: the write recorded as
+//! the release's intent, and the version tag not yet (or still) in the registry.
 
 mod fixtures;
 mod support;
@@ -19,7 +20,7 @@ use std::time::Duration;
 
 use anyhow::ensure;
 use coreforge::api::{CoreBuild, ImageRelease, IntentAction, Phase};
-use coreforge::failpoint;
+use coreforge::{failpoint, signing};
 use fixtures::{ControllerProcess, REGISTRY};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
@@ -31,7 +32,22 @@ const SETTLE: Duration = Duration::from_secs(120);
 
 /// At most this many events per release over the whole scenario (each change is told
 /// once; a restart may tell one again).
-const EVENTS_PER_RELEASE: usize = 12;
+const EVENTS_PER_RELEASE: usize = 13;
+
+/// The signing key Secret of the scenario: a throwaway key pair cosign made (see
+/// `src/signing/testdata/README.md`).
+fn signing_key_secret() -> serde_json::Value {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "release-signing"},
+        "data": {
+            "cosign.key": b64(include_str!("../src/signing/testdata/cosign.key")),
+            "cosign.pub": b64(include_str!("../src/signing/testdata/cosign.pub")),
+            "cosign.password": b64("coreforge-test"),
+        },
+    })
+}
 
 fn phase(r: &ImageRelease) -> Option<Phase> {
     r.status.as_ref().and_then(|s| s.phase)
@@ -60,8 +76,11 @@ async fn crash_at(test: &str, point: &'static str) -> anyhow::Result<()> {
 
         let staging = fixtures::staging(&ns);
         let a = fixtures::seed_image(&staging).await?;
+        let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &ns);
+        secrets.create(&PostParams::default(), &serde_json::from_value(signing_key_secret())?).await?;
         let mut cb = fixtures::local_core_build("debian", &ns, &a);
         cb["spec"]["lifecycle"] = json!({"maxSupported": 1, "deleteRetiredTags": true});
+        cb["spec"]["catalog"]["signingKeySecret"] = json!({"name": "release-signing"});
         let cbs: Api<CoreBuild> = Api::namespaced(client.clone(), &ns);
         cbs.create(&PostParams::default(), &serde_json::from_value(cb)?).await?;
         fixtures::create_release(&client, &ns, "r1", "12.7.0", "Published").await?;
@@ -101,15 +120,27 @@ async fn crash_at(test: &str, point: &'static str) -> anyhow::Result<()> {
             ensure!(!st.checks.is_empty() && st.checks.iter().all(|c| c.passed), "{st:?}");
             ensure!(st.published_at.is_some(), "{st:?}");
         }
+        let (b_sig, b_att) = (signing::signature_tag(&b), signing::attestation_tag(&b));
+        let signature = r2.status.as_ref().and_then(|s| s.signature.clone());
+        ensure!(signature.as_ref().is_some_and(|s| s.reference == format!("{repo}:{b_sig}")), "{signature:?}");
+        ensure!(r1.status.as_ref().is_some_and(|s| s.signature.is_none()), "r1's proofs went with its tag");
 
         // One Job per kind per attempt.
         let names = fixtures::job_names(&client, &ns).await?;
         ensure!(names == ["r1-a1-build", "r1-a1-test", "r2-a1-build", "r2-a1-test"], "{names:?}");
 
-        // The catalog is exactly right: 12.7.0 gone, the rest at 12.8.0's digest.
+        // The catalog is exactly right: 12.7.0 gone with its signature and attestations,
+        // the rest at 12.8.0's digest, signed and attested once.
         let path = format!("{ns}/core");
         let tags = fixtures::registry_tags(&path).await?;
-        ensure!(tags == ["12", "12.8.0", "latest"], "the repository's tags: {tags:?}");
+        let want = ["12".to_string(), "12.8.0".into(), "latest".into(), b_att.clone(), b_sig.clone()];
+        ensure!(tags == want, "the repository's tags: {tags:?}");
+        let tls = coreforge::api::RegistryTls { insecure: true, skip_verify: false };
+        let registry = coreforge::registry::Registry::new(Some(&tls), coreforge::registry::Credentials::default());
+        let sig_layers = registry.artifact_layers(&repo, &b_sig).await?;
+        ensure!(sig_layers.len() == 1, "one signature: {sig_layers:?}");
+        let att_layers = registry.artifact_layers(&repo, &b_att).await?;
+        ensure!(att_layers.len() == 2, "two attestations (provenance, contract): {att_layers:?}");
         for tag in ["12", "12.8.0", "latest"] {
             let digest = fixtures::registry_digest(REGISTRY, &path, tag, None).await?;
             ensure!(digest.as_deref() == Some(b.as_str()), "{tag} resolves to {digest:?}, not {b}");
@@ -130,9 +161,11 @@ async fn crash_at(test: &str, point: &'static str) -> anyhow::Result<()> {
 /// At the points where a catalog write was decided and not yet made: 12.7.0's status
 /// records it as its intent, and the registry is as it was.
 async fn intent_left_at(point: &str, client: &Client, ns: &str) -> anyhow::Result<()> {
-    let (phase_then, action, tag_there) = match point {
-        "status-written:Verified" => (Phase::Verified, IntentAction::Publish, false),
-        "status-written:Retired" => (Phase::Retired, IntentAction::DeleteVersionTag, true),
+    let (phase_then, action, tag_there, proofs) = match point {
+        "status-written:Verified" => (Phase::Verified, IntentAction::Publish, false, 0),
+        "signed" => (Phase::Verified, IntentAction::Publish, false, 1),
+        "attested" => (Phase::Verified, IntentAction::Publish, false, 2),
+        "status-written:Retired" => (Phase::Retired, IntentAction::DeleteVersionTag, true, 2),
         _ => return Ok(()),
     };
     let r1 = Api::<ImageRelease>::namespaced(client.clone(), ns).get("r1").await?;
@@ -144,6 +177,11 @@ async fn intent_left_at(point: &str, client: &Client, ns: &str) -> anyhow::Resul
     ensure!(Some(&intent.digest) == st.digest.as_ref() && intent.decided_on.is_some(), "{intent:?}");
     let tags = fixtures::registry_tags(&format!("{ns}/core")).await?;
     ensure!(tags.contains(&"12.7.0".to_string()) == tag_there, "the tags before the write: {tags:?}");
+    // Signed before the version tag: the signature, then the attestations.
+    let a = &intent.digest;
+    let made: Vec<bool> =
+        [signing::signature_tag(a), signing::attestation_tag(a)].iter().map(|t| tags.contains(t)).collect();
+    ensure!(made == [proofs >= 1, proofs >= 2], "the proofs before the write: {tags:?}");
     Ok(())
 }
 
@@ -175,6 +213,8 @@ matrix! {
     crash_after_test_job_created => "test-job-created",
     crash_after_testing_written => "status-written:Testing",
     crash_after_verified_written => "status-written:Verified",
+    crash_after_signed => "signed",
+    crash_after_attested => "attested",
     crash_after_published_to_the_registry => "published",
     crash_after_published_written => "status-written:Published",
     crash_after_event_recorded => "event-recorded",
