@@ -399,8 +399,8 @@ fn scope_controllers(
 }
 
 /// The watch of one cache of `caches` (decoded object by object, see [`decode`]): its
-/// objects trimmed by `trim`, each event followed by `also` (triggers, indexes) and by the
-/// cache's readiness, then taken in by the store.
+/// objects trimmed by `trim`, each event followed by `also` (triggers, indexes), taken in
+/// by the store, then by the cache's readiness.
 fn cached<K>(
     scope: &Scope,
     config: watcher::Config,
@@ -416,11 +416,13 @@ where
     let caches = caches.clone();
     decode::watch(&scope.client, scope.namespace.as_deref(), config, writer.as_reader(), scope.undecodable.clone())
         .modify(trim)
-        .inspect_ok(move |e| {
-            also(e);
-            caches.follow(which, e);
-        })
+        .inspect_ok(move |e| also(e))
         .reflect(writer)
+        // Only once the store holds the first list: a reconcile waiting for the caches
+        // to be ready (on another worker thread) must not find them empty. Marked before
+        // the store took the list, a restarted controller could find an attempt's
+        // snapshot "gone" and fail the release.
+        .inspect_ok(move |e| caches.follow(which, e))
 }
 
 /// What the controllers of every scope share.
