@@ -497,15 +497,26 @@ impl Registry {
             registry: dst.registry().to_string(),
             message: format!("bad media type: {e}"),
         })?;
+        self.put_manifest(&target, bytes, content_type).await
+    }
+
+    /// Puts a manifest's exact bytes under `target` (a tag, or a digest), when the fence
+    /// lets this client write.
+    async fn put_manifest(
+        &self,
+        target: &Reference,
+        bytes: bytes::Bytes,
+        content_type: http::HeaderValue,
+    ) -> Result<(), RegistryError> {
         self.retry("put_manifest", || async {
-            self.may_write(dst.registry())?;
+            self.may_write(target.registry())?;
             self.client
-                .push_manifest_raw(&target, bytes.clone(), content_type.clone())
+                .push_manifest_raw(target, bytes.clone(), content_type.clone())
                 .await
-                .map_err(|e| RegistryError::from_oci(e, &target))
+                .map(|_| ())
+                .map_err(|e| RegistryError::from_oci(e, target))
         })
-        .await?;
-        Ok(())
+        .await
     }
 
     /// Deletes the manifest `repo@digest`, and with it every tag that points at it
@@ -632,15 +643,7 @@ impl Registry {
             "layers": descriptors,
         });
         let body = bytes::Bytes::from(serde_json::to_vec(&manifest).unwrap_or_default());
-        let content_type = http::HeaderValue::from_static(OCI_IMAGE_MEDIA_TYPE);
-        self.retry("put_manifest", || async {
-            self.may_write(r.registry())?;
-            self.client
-                .push_manifest_raw(&r, body.clone(), content_type.clone())
-                .await
-                .map_err(|e| RegistryError::from_oci(e, &r))
-        })
-        .await?;
+        self.put_manifest(&r, body.clone(), http::HeaderValue::from_static(OCI_IMAGE_MEDIA_TYPE)).await?;
         Ok(crate::names::sha256(&body))
     }
 

@@ -10,49 +10,14 @@ use anyhow::ensure;
 use coreforge::api::{CoreBuild, ImageRelease, Phase};
 use fixtures::{ControllerProcess, REGISTRY};
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
-use serde_json::{Value, json};
+use serde_json::json;
 
 const SETTLE: Duration = Duration::from_secs(120);
 
-async fn create<K>(client: &Client, ns: &str, doc: Value) -> anyhow::Result<()>
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + serde::Serialize
-        + std::fmt::Debug,
-{
-    let api: Api<K> = Api::namespaced(client.clone(), ns);
-    api.create(&PostParams::default(), &serde_json::from_value(doc)?).await?;
-    Ok(())
-}
-
-fn published(name: &str, version: &str) -> Value {
-    let mut r = fixtures::release(name, "debian", version);
-    r["spec"]["target"] = json!("Published");
-    r
-}
-
-async fn wait_release(
-    client: &Client,
-    ns: &str,
-    name: &str,
-    what: &str,
-    cond: impl Fn(&ImageRelease) -> bool,
-) -> anyhow::Result<ImageRelease> {
-    let irs: Api<ImageRelease> = Api::namespaced(client.clone(), ns);
-    support::wait_for(&irs, name, what, SETTLE, cond).await
-}
-
 fn phase(r: &ImageRelease) -> Option<Phase> {
     r.status.as_ref().and_then(|s| s.phase)
-}
-
-fn condition(r: &ImageRelease, t: &str) -> Option<(String, String, String)> {
-    let c = coreforge::api::find_condition(&r.status.as_ref()?.conditions, t)?;
-    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
 }
 
 async fn channel(ns: &str, tag: &str) -> anyhow::Result<Option<String>> {
@@ -76,9 +41,9 @@ async fn releases_are_published_and_channels_follow_the_newest() -> anyhow::Resu
     support::with_namespace("publish", |client, ns| async move {
         let _controller = ControllerProcess::start(&ns).await?;
         let first = fixtures::seed_image(&fixtures::staging(&ns)).await?;
-        create::<CoreBuild>(&client, &ns, fixtures::local_core_build("debian", &ns, &first)).await?;
-        create::<ImageRelease>(&client, &ns, published("debian-12-7-0", "12.7.0")).await?;
-        let r = wait_release(&client, &ns, "debian-12-7-0", "Published", |r| phase(r) == Some(Phase::Published)).await?;
+        fixtures::create::<CoreBuild>(&client, &ns, fixtures::local_core_build("debian", &ns, &first)).await?;
+        fixtures::create::<ImageRelease>(&client, &ns, fixtures::published_release("debian-12-7-0", "12.7.0")).await?;
+        let r = fixtures::wait_release(&client, &ns, "debian-12-7-0", "Published", SETTLE, |r| phase(r) == Some(Phase::Published)).await?;
         let st = r.status.clone().unwrap();
         ensure!(st.digest.as_deref() == Some(first.as_str()));
         // The catalog serves exactly the recorded digest under the version tag…
@@ -90,9 +55,9 @@ async fn releases_are_published_and_channels_follow_the_newest() -> anyhow::Resu
         for tag in ["12", "latest"] {
             ensure!(channel(&ns, tag).await? == Some(first.clone()), "channel {tag}");
         }
-        ensure!(st.published_at.is_some() && condition(&r, "Ready").unwrap().0 == "True");
+        ensure!(st.published_at.is_some() && fixtures::release_condition(&r, "Ready").unwrap().0 == "True");
         // The release lists every reference it can be pulled by, once the channels point at it.
-        let r = wait_release(&client, &ns, "debian-12-7-0", "the channel references", |r| {
+        let r = fixtures::wait_release(&client, &ns, "debian-12-7-0", "the channel references", SETTLE, |r| {
             r.status.as_ref().is_some_and(|s| s.published.len() == 3)
         })
         .await?;
@@ -104,15 +69,15 @@ async fn releases_are_published_and_channels_follow_the_newest() -> anyhow::Resu
         let cbs: Api<CoreBuild> = Api::namespaced(client.clone(), &ns);
         let patch = json!({"spec": {"builder": {"podAnnotations": {"sim.coreforge.dev/termination-message": fixtures::build_result(&second)}}}});
         cbs.patch("debian", &PatchParams::default(), &Patch::Merge(patch)).await?;
-        create::<ImageRelease>(&client, &ns, published("debian-12-7-1", "12.7.1")).await?;
-        wait_release(&client, &ns, "debian-12-7-1", "Published", |r| phase(r) == Some(Phase::Published)).await?;
+        fixtures::create::<ImageRelease>(&client, &ns, fixtures::published_release("debian-12-7-1", "12.7.1")).await?;
+        fixtures::wait_release(&client, &ns, "debian-12-7-1", "Published", SETTLE, |r| phase(r) == Some(Phase::Published)).await?;
         wait_channels(&client, &ns, &[("12", "12.7.1"), ("latest", "12.7.1")]).await?;
         for tag in ["12", "latest", "12.7.1"] {
             ensure!(channel(&ns, tag).await? == Some(second.clone()), "tag {tag}");
         }
         ensure!(channel(&ns, "12.7.0").await? == Some(first.clone()), "the older version tag stays");
         // The first release no longer claims the channels.
-        wait_release(&client, &ns, "debian-12-7-0", "only its version tag", |r| {
+        fixtures::wait_release(&client, &ns, "debian-12-7-0", "only its version tag", SETTLE, |r| {
             r.status.as_ref().is_some_and(|s| s.published == [format!("{REGISTRY}/{repo}:12.7.0")])
         })
         .await?;
@@ -130,10 +95,11 @@ async fn an_untested_digest_never_reaches_the_catalog() -> anyhow::Result<()> {
         let mut cb = fixtures::local_core_build("debian", &ns, &digest);
         cb["spec"]["tester"]["podAnnotations"]["sim.coreforge.dev/termination-message"] =
             json!(fixtures::test_report(false));
-        create::<CoreBuild>(&client, &ns, cb).await?;
-        create::<ImageRelease>(&client, &ns, published("r", "12.7.0")).await?;
-        let r = wait_release(&client, &ns, "r", "Failed", |r| phase(r) == Some(Phase::Failed)).await?;
-        ensure!(condition(&r, "Tested").unwrap().1 == "ContractBroken");
+        fixtures::create::<CoreBuild>(&client, &ns, cb).await?;
+        fixtures::create::<ImageRelease>(&client, &ns, fixtures::published_release("r", "12.7.0")).await?;
+        let r =
+            fixtures::wait_release(&client, &ns, "r", "Failed", SETTLE, |r| phase(r) == Some(Phase::Failed)).await?;
+        ensure!(fixtures::release_condition(&r, "Tested").unwrap().1 == "ContractBroken");
         let repo = format!("{ns}/core");
         ensure!(
             fixtures::registry_digest(REGISTRY, &repo, &digest, None).await?.is_none(),
@@ -155,10 +121,12 @@ async fn a_build_whose_digest_is_not_in_staging_fails() -> anyhow::Result<()> {
     support::with_namespace("not-in-staging", |client, ns| async move {
         let _controller = ControllerProcess::start(&ns).await?;
         // The simulated build claims a digest nobody pushed.
-        create::<CoreBuild>(&client, &ns, fixtures::local_core_build("debian", &ns, fixtures::DIGEST2)).await?;
-        create::<ImageRelease>(&client, &ns, published("r", "12.7.0")).await?;
-        let r = wait_release(&client, &ns, "r", "Failed", |r| phase(r) == Some(Phase::Failed)).await?;
-        let (_, reason, message) = condition(&r, "Ready").unwrap();
+        fixtures::create::<CoreBuild>(&client, &ns, fixtures::local_core_build("debian", &ns, fixtures::DIGEST2))
+            .await?;
+        fixtures::create::<ImageRelease>(&client, &ns, fixtures::published_release("r", "12.7.0")).await?;
+        let r =
+            fixtures::wait_release(&client, &ns, "r", "Failed", SETTLE, |r| phase(r) == Some(Phase::Failed)).await?;
+        let (_, reason, message) = fixtures::release_condition(&r, "Ready").unwrap();
         ensure!(reason == "DigestNotInStaging" && message.contains(fixtures::DIGEST2), "{reason}: {message}");
         Ok(())
     })
@@ -176,27 +144,30 @@ async fn publishing_waits_for_a_stopped_registry_and_completes_when_it_is_back()
         let mut cb = fixtures::local_core_build("debian", &ns, &digest);
         cb["spec"]["catalog"]["repository"] = json!(format!("{}/{ns}/core", registry.addr));
         cb["spec"]["catalog"]["stagingRepository"] = json!(staging);
-        create::<CoreBuild>(&client, &ns, cb).await?;
+        fixtures::create::<CoreBuild>(&client, &ns, cb).await?;
         // Verified first, then the registry goes away, then GitOps asks for publication.
-        create::<ImageRelease>(&client, &ns, fixtures::release("r", "debian", "12.7.0")).await?;
-        wait_release(&client, &ns, "r", "Verified", |r| phase(r) == Some(Phase::Verified)).await?;
+        fixtures::create::<ImageRelease>(&client, &ns, fixtures::release("r", "debian", "12.7.0")).await?;
+        fixtures::wait_release(&client, &ns, "r", "Verified", SETTLE, |r| phase(r) == Some(Phase::Verified)).await?;
         registry.stop().await?;
         let irs: Api<ImageRelease> = Api::namespaced(client.clone(), &ns);
         irs.patch("r", &PatchParams::default(), &Patch::Merge(json!({"spec": {"target": "Published"}}))).await?;
-        let r = wait_release(&client, &ns, "r", "a RegistryUnavailable condition", |r| {
-            condition(r, "Published").is_some_and(|c| c.1 == "RegistryUnavailable")
+        let r = fixtures::wait_release(&client, &ns, "r", "a RegistryUnavailable condition", SETTLE, |r| {
+            fixtures::release_condition(r, "Published").is_some_and(|c| c.1 == "RegistryUnavailable")
         })
         .await?;
-        let (_, _, message) = condition(&r, "Ready").unwrap();
+        let (_, _, message) = fixtures::release_condition(&r, "Ready").unwrap();
         ensure!(message.contains(&format!("registry {} is unreachable", registry.addr)), "{message}");
-        ensure!(condition(&r, "Reconciling").unwrap().0 == "True" && condition(&r, "Stalled").unwrap().0 == "False");
+        ensure!(
+            fixtures::release_condition(&r, "Reconciling").unwrap().0 == "True"
+                && fixtures::release_condition(&r, "Stalled").unwrap().0 == "False"
+        );
         ensure!(phase(&r) == Some(Phase::Verified));
         registry.resume().await?;
-        let r = wait_release(&client, &ns, "r", "Published after the registry came back", |r| {
+        let r = fixtures::wait_release(&client, &ns, "r", "Published after the registry came back", SETTLE, |r| {
             phase(r) == Some(Phase::Published)
         })
         .await?;
-        ensure!(condition(&r, "Published").unwrap().0 == "True");
+        ensure!(fixtures::release_condition(&r, "Published").unwrap().0 == "True");
         ensure!(
             fixtures::registry_digest(&registry.addr, &format!("{ns}/core"), "12.7.0", None).await? == Some(digest)
         );
@@ -218,17 +189,21 @@ async fn wrong_credentials_block_publishing_with_a_clear_condition() -> anyhow::
         let repo = format!("{ns}/core");
         cb["spec"]["catalog"]["repository"] = json!(format!("{}/{repo}", fixtures::AUTH_REGISTRY));
         cb["spec"]["catalog"]["credentialsSecret"] = json!({"name": "push"});
-        create::<Secret>(&client, &ns, fixtures::docker_config_secret("push", fixtures::AUTH_REGISTRY, &user, "wrong"))
-            .await?;
-        create::<CoreBuild>(&client, &ns, cb).await?;
-        create::<ImageRelease>(&client, &ns, published("r", "12.7.0")).await?;
-        let r = wait_release(&client, &ns, "r", "a RegistryUnauthorized condition", |r| {
-            condition(r, "Published").is_some_and(|c| c.1 == "RegistryUnauthorized")
+        fixtures::create::<Secret>(
+            &client,
+            &ns,
+            fixtures::docker_config_secret("push", fixtures::AUTH_REGISTRY, &user, "wrong"),
+        )
+        .await?;
+        fixtures::create::<CoreBuild>(&client, &ns, cb).await?;
+        fixtures::create::<ImageRelease>(&client, &ns, fixtures::published_release("r", "12.7.0")).await?;
+        let r = fixtures::wait_release(&client, &ns, "r", "a RegistryUnauthorized condition", SETTLE, |r| {
+            fixtures::release_condition(r, "Published").is_some_and(|c| c.1 == "RegistryUnauthorized")
         })
         .await?;
         ensure!(phase(&r) == Some(Phase::Verified), "not published");
-        ensure!(condition(&r, "Stalled").unwrap().0 == "True", "a person has to fix the credentials");
-        let (_, _, message) = condition(&r, "Ready").unwrap();
+        ensure!(fixtures::release_condition(&r, "Stalled").unwrap().0 == "True", "a person has to fix the credentials");
+        let (_, _, message) = fixtures::release_condition(&r, "Ready").unwrap();
         ensure!(
             message.contains(&format!("registry {} refused the credentials", fixtures::AUTH_REGISTRY)),
             "{message}"
@@ -241,8 +216,10 @@ async fn wrong_credentials_block_publishing_with_a_clear_condition() -> anyhow::
         let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
         let fixed = fixtures::docker_config_secret("push", fixtures::AUTH_REGISTRY, &user, &password);
         secrets.patch("push", &PatchParams::default(), &Patch::Merge(json!({"data": fixed["data"]}))).await?;
-        wait_release(&client, &ns, "r", "Published with the fixed credentials", |r| phase(r) == Some(Phase::Published))
-            .await?;
+        fixtures::wait_release(&client, &ns, "r", "Published with the fixed credentials", SETTLE, |r| {
+            phase(r) == Some(Phase::Published)
+        })
+        .await?;
         ensure!(catalog_version().await? == Some(digest));
         Ok(())
     })

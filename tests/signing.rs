@@ -15,7 +15,7 @@ use base64::Engine;
 use coreforge::api::{CoreBuild, ImageRelease, Phase};
 use fixtures::{ControllerProcess, REGISTRY};
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 
@@ -106,39 +106,6 @@ fn signing_core_build(ns: &str, digest: &str, key: &str) -> Value {
     cb
 }
 
-async fn create<K>(client: &Client, ns: &str, doc: Value) -> anyhow::Result<()>
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + serde::Serialize
-        + std::fmt::Debug,
-{
-    Api::<K>::namespaced(client.clone(), ns).create(&PostParams::default(), &serde_json::from_value(doc)?).await?;
-    Ok(())
-}
-
-async fn wait_release(
-    client: &Client,
-    ns: &str,
-    name: &str,
-    what: &str,
-    cond: impl Fn(&ImageRelease) -> bool,
-) -> anyhow::Result<ImageRelease> {
-    support::wait_for(&Api::<ImageRelease>::namespaced(client.clone(), ns), name, what, SETTLE, cond).await
-}
-
-fn condition(r: &ImageRelease, t: &str) -> Option<(String, String, String)> {
-    let c = coreforge::api::find_condition(&r.status.as_ref()?.conditions, t)?;
-    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
-}
-
-fn published(name: &str, version: &str) -> Value {
-    let mut r = fixtures::release(name, "debian", version);
-    r["spec"]["target"] = json!("Published");
-    r
-}
-
 #[tokio::test]
 async fn cosign_verifies_the_signature_and_attestations_of_a_published_release() -> anyhow::Result<()> {
     fixtures::install_crds().await?;
@@ -151,9 +118,9 @@ async fn cosign_verifies_the_signature_and_attestations_of_a_published_release()
             .map_err(|e| anyhow::anyhow!("cosign generate-key-pair: {e}"))?;
         let _controller = ControllerProcess::start(&ns).await?;
         let digest = fixtures::seed_image(&fixtures::staging(&ns)).await?;
-        create::<CoreBuild>(&client, &ns, signing_core_build(&ns, &digest, "release-signing")).await?;
-        create::<ImageRelease>(&client, &ns, published("debian-12-7-0", "12.7.0")).await?;
-        let r = wait_release(&client, &ns, "debian-12-7-0", "Published", |r| {
+        fixtures::create::<CoreBuild>(&client, &ns, signing_core_build(&ns, &digest, "release-signing")).await?;
+        fixtures::create::<ImageRelease>(&client, &ns, fixtures::published_release("debian-12-7-0", "12.7.0")).await?;
+        let r = fixtures::wait_release(&client, &ns, "debian-12-7-0", "Published", SETTLE, |r| {
             r.status.as_ref().and_then(|s| s.phase) == Some(Phase::Published)
         })
         .await?;
@@ -237,8 +204,8 @@ async fn cosign_verifies_the_signature_and_attestations_of_a_published_release()
         let irs: Api<ImageRelease> = Api::namespaced(client.clone(), &ns);
         irs.patch("debian-12-7-0", &PatchParams::default(), &Patch::Merge(json!({"spec": {"target": "Retired"}})))
             .await?;
-        let r = wait_release(&client, &ns, "debian-12-7-0", "its tags deleted", |r| {
-            condition(r, "Published").is_some_and(|c| c.1 == "VersionTagDeleted")
+        let r = fixtures::wait_release(&client, &ns, "debian-12-7-0", "its tags deleted", SETTLE, |r| {
+            fixtures::release_condition(r, "Published").is_some_and(|c| c.1 == "VersionTagDeleted")
         })
         .await?;
         ensure!(r.status.unwrap().signature.is_none(), "the status no longer names deleted proofs");
@@ -258,15 +225,15 @@ async fn a_missing_or_unusable_key_blocks_publishing_until_it_is_fixed() -> anyh
         let default = format!("{ns}/platform-signing");
         let _controller = ControllerProcess::start_with(&ns, &["--signing-key-secret", &default]).await?;
         let digest = fixtures::seed_image(&fixtures::staging(&ns)).await?;
-        create::<CoreBuild>(&client, &ns, fixtures::local_core_build("debian", &ns, &digest)).await?;
-        create::<ImageRelease>(&client, &ns, published("r", "12.7.0")).await?;
-        let r = wait_release(&client, &ns, "r", "a SigningKeyNotFound condition", |r| {
-            condition(r, "Published").is_some_and(|c| c.1 == "SigningKeyNotFound")
+        fixtures::create::<CoreBuild>(&client, &ns, fixtures::local_core_build("debian", &ns, &digest)).await?;
+        fixtures::create::<ImageRelease>(&client, &ns, fixtures::published_release("r", "12.7.0")).await?;
+        let r = fixtures::wait_release(&client, &ns, "r", "a SigningKeyNotFound condition", SETTLE, |r| {
+            fixtures::release_condition(r, "Published").is_some_and(|c| c.1 == "SigningKeyNotFound")
         })
         .await?;
         ensure!(r.status.as_ref().and_then(|s| s.phase) == Some(Phase::Verified), "nothing is published unsigned");
-        ensure!(condition(&r, "Stalled").unwrap().0 == "True", "a person has to act");
-        let (_, _, message) = condition(&r, "Ready").unwrap();
+        ensure!(fixtures::release_condition(&r, "Stalled").unwrap().0 == "True", "a person has to act");
+        let (_, _, message) = fixtures::release_condition(&r, "Ready").unwrap();
         ensure!(
             message.contains(&format!("signing key Secret {default}")) && message.contains("does not exist"),
             "{message}"
@@ -288,13 +255,13 @@ async fn a_missing_or_unusable_key_blocks_publishing_until_it_is_fixed() -> anyh
                 "cosign.password": b64(b"wrong"),
             },
         });
-        create::<Secret>(&client, &ns, secret).await?;
+        fixtures::create::<Secret>(&client, &ns, secret).await?;
         let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-        let r = wait_release(&client, &ns, "r", "a SigningKeyInvalid condition", |r| {
-            condition(r, "Published").is_some_and(|c| c.1 == "SigningKeyInvalid")
+        let r = fixtures::wait_release(&client, &ns, "r", "a SigningKeyInvalid condition", SETTLE, |r| {
+            fixtures::release_condition(r, "Published").is_some_and(|c| c.1 == "SigningKeyInvalid")
         })
         .await?;
-        let (_, _, message) = condition(&r, "Ready").unwrap();
+        let (_, _, message) = fixtures::release_condition(&r, "Ready").unwrap();
         ensure!(message.contains("password does not decrypt the key"), "{message}");
         ensure!(fixtures::registry_tags(&repo).await?.is_empty(), "nothing reached the catalog");
 
@@ -307,7 +274,7 @@ async fn a_missing_or_unusable_key_blocks_publishing_until_it_is_fixed() -> anyh
                 &Patch::Merge(json!({"data": {"cosign.password": right}})),
             )
             .await?;
-        let r = wait_release(&client, &ns, "r", "Published", |r| {
+        let r = fixtures::wait_release(&client, &ns, "r", "Published", SETTLE, |r| {
             r.status.as_ref().and_then(|s| s.phase) == Some(Phase::Published)
         })
         .await?;

@@ -138,6 +138,19 @@ require sigs.k8s.io/kwok $v" \
     "-X sigs.k8s.io/kwok/pkg/consts.Version=$v"
 }
 
+# module_info MODULE VERSION: downloads the module from the Go module proxy and sets
+# $modfile and $infofile (its go.mod and .info in the module cache) and $go_directive
+# (the go line of its go.mod), in the caller's locals.
+module_info() {
+  local json
+  json=$(cd /tmp && GOFLAGS=-mod=mod go mod download -json "$1@$2") ||
+    die "could not download $1@$2 from the Go module proxy"
+  modfile=$(sed -n 's/.*"GoMod": "\(.*\)".*/\1/p' <<<"$json")
+  infofile=$(sed -n 's/.*"Info": "\(.*\)".*/\1/p' <<<"$json")
+  [[ -f "$modfile" ]] || die "could not download $1@$2 from the Go module proxy"
+  go_directive=$(sed -n 's/^go \([0-9.]*\)$/\1/p' "$modfile")
+}
+
 build_helm() {
   local v=$HELM_VERSION
   if [[ -f "$CACHE_DIR/helm-$v/.complete" ]]; then
@@ -150,13 +163,10 @@ build_helm() {
   # Makefile, stamp the Kubernetes version its client libraries implement
   # (k8s.io/client-go v0.N -> 1.N): `helm template` reports it as the default
   # .Capabilities.KubeVersion and `helm lint` checks deprecations against it.
-  local modfile minor
-  modfile=$(cd /tmp && GOFLAGS=-mod=mod go mod download -json "helm.sh/helm/v3@$v" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
-  [[ -f "$modfile" ]] || die "could not download helm.sh/helm/v3@$v from the Go module proxy"
+  local modfile infofile go_directive minor
+  module_info helm.sh/helm/v3 "$v"
   minor=$(sed -n 's#^\s*k8s.io/client-go v0\.\([0-9]*\)\..*#\1#p' "$modfile" | head -n1)
   [[ -n $minor ]] || die "helm $v: no k8s.io/client-go requirement in $modfile"
-  local go_directive
-  go_directive=$(sed -n 's/^go \([0-9.]*\)$/\1/p' "$modfile")
   local hv=helm.sh/helm/v3/internal/version k=helm.sh/helm/v3/pkg
   build_module helm "$v" "module coreforge.local/helm-build
 
@@ -242,14 +252,8 @@ build_cosign() {
     return 0
   fi
   need_go
-  local mod="github.com/sigstore/cosign/${v%%.*}" json modfile infofile
-  json=$(cd /tmp && GOFLAGS=-mod=mod go mod download -json "$mod@$v") ||
-    die "could not download $mod@$v from the Go module proxy"
-  modfile=$(sed -n 's/.*"GoMod": "\(.*\)".*/\1/p' <<<"$json")
-  infofile=$(sed -n 's/.*"Info": "\(.*\)".*/\1/p' <<<"$json")
-  [[ -f "$modfile" ]] || die "could not download $mod@$v from the Go module proxy"
-  local go_directive date
-  go_directive=$(sed -n 's/^go \([0-9.]*\)$/\1/p' "$modfile")
+  local mod="github.com/sigstore/cosign/${v%%.*}" modfile infofile go_directive date
+  module_info "$mod" "$v"
   date=$(sed -n 's/.*"Time": *"\([^"]*\)".*/\1/p' "$infofile" 2>/dev/null)
   local rv=sigs.k8s.io/release-utils/version
   build_module cosign "$v" "module coreforge.local/cosign-build
