@@ -10,7 +10,7 @@ use kube::{Api, Client};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::api::{AttestationStatus, Catalog, ChannelStatus, Phase, SignatureStatus};
+use crate::api::{AttestationStatus, Catalog, ChannelStatus, Phase, RegistryTls, SecretRef, SignatureStatus};
 use crate::fence::Fence;
 use crate::registry::{Credentials, Registry, RegistryError};
 use crate::signing::{self, Key, KeyError, Signing};
@@ -91,26 +91,34 @@ impl Registries {
     /// Secret (if it names one). The outer error is the API server's; the inner one says
     /// what is wrong with the Secret.
     pub async fn get(&self, ns: &str, catalog: &Catalog) -> Result<Result<Arc<Registry>, CatalogError>, kube::Error> {
-        let tls = catalog.tls.clone().unwrap_or_default();
-        let key: PoolKey = (
-            catalog.credentials_secret.as_ref().map(|r| (ns.to_string(), r.name.clone())),
-            tls.insecure,
-            tls.skip_verify,
-        );
+        self.get_with(ns, catalog.credentials_secret.as_ref(), catalog.tls.as_ref()).await
+    }
+
+    /// The registry client with the credentials of Secret `secret` of `ns` (if given) and
+    /// these TLS settings: [`Registries::get`] for a registry other than the catalog's (a
+    /// tracked base tag's).
+    pub async fn get_with(
+        &self,
+        ns: &str,
+        secret: Option<&SecretRef>,
+        tls_settings: Option<&RegistryTls>,
+    ) -> Result<Result<Arc<Registry>, CatalogError>, kube::Error> {
+        let tls = tls_settings.cloned().unwrap_or_default();
+        let key: PoolKey = (secret.map(|r| (ns.to_string(), r.name.clone())), tls.insecure, tls.skip_verify);
         if let Ok(pool) = self.pool.lock()
             && let Some((registry, made)) = pool.get(&key)
             && fresh(&key, made)
         {
             return Ok(Ok(registry.clone()));
         }
-        let credentials = match &catalog.credentials_secret {
+        let credentials = match secret {
             None => Credentials::default(),
             Some(r) => match credentials(&self.client, ns, &r.name).await? {
                 Ok(c) => c,
                 Err(e) => return Ok(Err(e)),
             },
         };
-        let registry = Arc::new(Registry::new(catalog.tls.as_ref(), credentials).fenced(self.fence.clone()));
+        let registry = Arc::new(Registry::new(tls_settings, credentials).fenced(self.fence.clone()));
         if let Ok(mut pool) = self.pool.lock() {
             pool.retain(|k, (_, made)| fresh(k, made));
             pool.insert(key, (registry.clone(), Instant::now()));

@@ -14,6 +14,7 @@
 //! - [`failpoint`]: named points where tests make the controller crash or hang;
 //! - [`telemetry`]: logging set-up.
 
+pub mod advisories;
 pub mod api;
 pub mod browse;
 pub mod catalog;

@@ -13,6 +13,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use semver::Version;
 
+use crate::advisories;
 use crate::api::{AdvisoryType, CheckResult, ImageRelease, LifecyclePolicy, Phase, Severity, Target, parse_duration};
 use crate::contract::compare_versions;
 
@@ -31,6 +32,8 @@ pub struct Sibling {
     pub base_digest: Option<String>,
     /// Its contract results.
     pub checks: Vec<CheckResult>,
+    /// The ids of its known issues.
+    pub known_issues: Vec<String>,
 }
 
 impl Sibling {
@@ -44,6 +47,7 @@ impl Sibling {
             published_at: st.published_at.map(|t| t.0),
             base_digest: st.provenance.map(|p| p.base_digest),
             checks: st.checks,
+            known_issues: r.spec.known_issues.iter().map(|k| k.id.clone()).collect(),
         })
     }
 }
@@ -200,18 +204,23 @@ fn advisory_heading(t: AdvisoryType) -> &'static str {
 }
 
 /// The release notes of `release` in Markdown: its own notes, its advisories grouped by
-/// type (with ids, severities and CVEs), the base image change since the previous release,
-/// and the contract changes since the baseline.
+/// type (with ids, severities, CVEs, the checks that prove them with their results in
+/// `checks`, and the known issues of earlier `siblings` they close), its known issues, the
+/// base image change since the previous release, and the contract changes since the
+/// baseline.
 pub fn release_notes(
     release: &ImageRelease,
+    checks: &[CheckResult],
     base_digest: Option<&str>,
     previous: Option<&Sibling>,
+    siblings: &[Sibling],
     diff: Option<(&Sibling, &ContractDiff)>,
 ) -> String {
     let mut out = format!("# {} {}\n", release.spec.core_build, release.spec.version);
     if let Some(notes) = release.spec.release_notes.as_deref().map(str::trim).filter(|n| !n.is_empty()) {
         out.push_str(&format!("\n{notes}\n"));
     }
+    let version = Version::parse(&release.spec.version).ok();
     for t in [AdvisoryType::Security, AdvisoryType::Bugfix, AdvisoryType::Enhancement, AdvisoryType::Workaround] {
         let mut items: Vec<_> = release.spec.advisories.iter().filter(|a| a.type_ == t).collect();
         if items.is_empty() {
@@ -223,6 +232,31 @@ pub fn release_notes(
             let severity = if a.severity == Severity::None { String::new() } else { format!(" ({:?})", a.severity) };
             let cves = if a.cves.is_empty() { String::new() } else { format!(" — {}", a.cves.join(", ")) };
             out.push_str(&format!("- **{}**{severity}: {}{cves}\n", a.id, a.summary));
+            for p in advisories::proofs(std::slice::from_ref(a), checks) {
+                out.push_str(&format!("  - proven by check `{}`: {}\n", p.check, p.state.as_str()));
+            }
+            for id in &a.closes {
+                let known_in = siblings
+                    .iter()
+                    .filter(|s| version.as_ref().is_none_or(|v| s.version < *v))
+                    .filter(|s| s.known_issues.contains(id))
+                    .map(|s| s.version.to_string())
+                    .collect::<Vec<_>>();
+                match known_in.as_slice() {
+                    [] => out.push_str(&format!("  - closes {id} (no earlier release lists it)\n")),
+                    v => out.push_str(&format!("  - closes known issue {id} of {}\n", v.join(", "))),
+                }
+            }
+        }
+    }
+    if !release.spec.known_issues.is_empty() {
+        out.push_str("\n## Known issues\n\n");
+        for k in &release.spec.known_issues {
+            let link = k.link.as_deref().map(|l| format!(" ({l})")).unwrap_or_default();
+            out.push_str(&format!("- **{}**: {}{link}\n", k.id, k.summary));
+            if let Some(w) = k.workaround.as_deref().map(str::trim).filter(|w| !w.is_empty()) {
+                out.push_str(&format!("  - workaround: {w}\n"));
+            }
         }
     }
     out.push_str("\n## Base image\n\n");

@@ -31,6 +31,7 @@ fn sibling(version: &str, phase: Phase) -> Sibling {
         published_at: Some(ts(0)),
         base_digest: None,
         checks: vec![],
+        known_issues: vec![],
     }
 }
 
@@ -256,16 +257,31 @@ fn release_notes_list_advisories_base_change_and_contract_changes() {
         severity: sev,
         cves: cves.iter().map(|c| c.to_string()).collect(),
         summary: format!("summary of {id}"),
+        ..Default::default()
     };
+    let mut fix = adv("CFBA-3", AdvisoryType::Bugfix, Severity::Low, &[]);
+    fix.resolved_by = vec!["tls".into()];
+    fix.closes = vec!["CFKI-1".into(), "CFKI-9".into()];
     r.spec.advisories = vec![
         adv("CFEA-1", AdvisoryType::Enhancement, Severity::None, &[]),
         adv("DSA-2", AdvisoryType::Security, Severity::Moderate, &["CVE-2024-0002"]),
         adv("DSA-1", AdvisoryType::Security, Severity::Critical, &["CVE-2024-0001", "CVE-2024-0003"]),
+        fix,
     ];
+    r.spec.known_issues = vec![crate::api::KnownIssue {
+        id: "CFKI-2".into(),
+        summary: "slow DNS".into(),
+        link: Some("https://issues.example/CFKI-2".into()),
+        workaround: Some("set ndots:1".into()),
+    }];
+    let checks = vec![CheckResult { name: "check:tls".into(), passed: true, observed: None, output: None }];
     let mut prev = sibling("12.7.0", Phase::Published);
     prev.base_digest = Some("sha256:old".into());
+    prev.known_issues = vec!["CFKI-1".into()];
+    let later = sibling("12.9.0", Phase::Published);
+    let siblings = vec![prev.clone(), later];
     let diff = ContractDiff { incompatible: vec![], compatible: vec!["env:LANG was added".into()] };
-    let notes = release_notes(&r, Some("sha256:new"), Some(&prev), Some((&prev, &diff)));
+    let notes = release_notes(&r, &checks, Some("sha256:new"), Some(&prev), &siblings, Some((&prev, &diff)));
     let want = "# debian 12.8.0
 
 Point release.
@@ -275,9 +291,21 @@ Point release.
 - **DSA-1** (Critical): summary of DSA-1 — CVE-2024-0001, CVE-2024-0003
 - **DSA-2** (Moderate): summary of DSA-2 — CVE-2024-0002
 
+## Bug fixes
+
+- **CFBA-3** (Low): summary of CFBA-3
+  - proven by check `tls`: passed
+  - closes known issue CFKI-1 of 12.7.0
+  - closes CFKI-9 (no earlier release lists it)
+
 ## Enhancements
 
 - **CFEA-1**: summary of CFEA-1
+
+## Known issues
+
+- **CFKI-2**: slow DNS (https://issues.example/CFKI-2)
+  - workaround: set ndots:1
 
 ## Base image
 
@@ -288,6 +316,7 @@ Point release.
 - env:LANG was added
 ";
     assert_eq!(notes, want);
-    let first = release_notes(&r, Some("sha256:new"), None, None);
+    let first = release_notes(&r, &[], Some("sha256:new"), None, &[], None);
+    assert!(first.contains("  - proven by check `tls`: not run"));
     assert!(first.contains("- `sha256:new` (first release)"));
 }

@@ -47,6 +47,12 @@ pub struct Metrics {
     pub signatures: IntCounterVec,
     /// Kubernetes API requests by verb and resource.
     pub kube_requests: IntCounterVec,
+    /// When a tracked base fell behind its tag (unix seconds), per CoreBuild.
+    pub base_behind_since: GaugeVec,
+    /// Tracked bases by CoreBuild and state.
+    pub base_state: IntGaugeVec,
+    /// Refresh releases that failed, per release.
+    pub refresh_failed: IntGaugeVec,
     /// Build information.
     pub info: IntGaugeVec,
     /// 1 when this replica leads (or election is off).
@@ -161,6 +167,21 @@ impl Metrics {
                 "Objects the controller cannot read and skips until they are fixed (each has a Warning event Undecodable), by kind",
                 &["kind"],
             ),
+            base_behind_since: gauge(
+                "base_behind_since_timestamp_seconds",
+                "Unix time the pinned base of a CoreBuild fell behind the upstream tag it tracks (spec.baseTracking); no series while it is current",
+                &["namespace", "corebuild", "tag"],
+            ),
+            base_state: int_gauge(
+                "base_tracking",
+                "1 per CoreBuild that tracks its base tag, by state: Current, Behind, Unknown",
+                &["namespace", "corebuild", "state"],
+            ),
+            refresh_failed: int_gauge(
+                "base_refresh_failed",
+                "1 per release created because the tracked base moved (baseTracking.refresh: Automatic) that is Failed",
+                &["namespace", "corebuild", "release", "version"],
+            ),
             info: int_gauge("info", "Build information of the running controller", &["version", "build"]),
             leader,
             registry,
@@ -231,6 +252,7 @@ pub fn observe_releases(releases: &[std::sync::Arc<crate::api::ImageRelease>], n
     m.releases.reset();
     m.support_remaining.reset();
     m.phase_since.reset();
+    m.refresh_failed.reset();
     let mut counts: BTreeMap<(String, String, &'static str), i64> = BTreeMap::new();
     // Newest Published version per CoreBuild, for the `newest` label.
     let mut newest: BTreeMap<(String, String), semver::Version> = BTreeMap::new();
@@ -265,6 +287,9 @@ pub fn observe_releases(releases: &[std::sync::Arc<crate::api::ImageRelease>], n
                 .with_label_values(&[ns.as_str(), cb, &name, &r.spec.version, if is_newest { "true" } else { "false" }])
                 .set(left);
         }
+        if phase == Phase::Failed && r.labels().contains_key(crate::api::LABEL_REFRESH) {
+            m.refresh_failed.with_label_values(&[ns.as_str(), cb, &name, &r.spec.version]).set(1);
+        }
         // A release held at Verified on purpose is not in flight.
         let in_flight = matches!(phase, Phase::Pending | Phase::Building | Phase::Testing)
             || (phase == Phase::Verified && r.spec.target > Target::Verified);
@@ -272,6 +297,34 @@ pub fn observe_releases(releases: &[std::sync::Arc<crate::api::ImageRelease>], n
             m.phase_since
                 .with_label_values(&[ns.as_str(), cb, &name, phase.as_str()])
                 .set(entered.at.0.as_second() as f64);
+        }
+    }
+}
+
+/// Refreshes the base tracking gauges from the CoreBuilds the controller watches, at
+/// scrape time like [`observe_releases`].
+pub fn observe_core_builds(core_builds: &[std::sync::Arc<crate::api::CoreBuild>]) {
+    use crate::api::BaseState;
+    use kube::ResourceExt;
+
+    let m = &*METRICS;
+    m.base_behind_since.reset();
+    m.base_state.reset();
+    for cb in core_builds {
+        let Some(base) = cb.status.as_ref().and_then(|s| s.base.as_ref()) else { continue };
+        if cb.spec.base_tracking.is_none() {
+            continue;
+        }
+        let ns = cb.namespace().unwrap_or_default();
+        let name = cb.name_any();
+        let state = match base.state {
+            BaseState::Current => "Current",
+            BaseState::Behind => "Behind",
+            BaseState::Unknown => "Unknown",
+        };
+        m.base_state.with_label_values(&[ns.as_str(), &name, state]).set(1);
+        if let Some(since) = base.behind_since.as_ref().filter(|_| base.state == BaseState::Behind) {
+            m.base_behind_since.with_label_values(&[ns.as_str(), &name, &base.tag]).set(since.0.as_second() as f64);
         }
     }
 }

@@ -197,6 +197,20 @@ impl Credentials {
     }
 }
 
+/// What a tag resolves to, against what it resolved to when last asked.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TagState {
+    /// It still points at the digest it was asked about.
+    Unchanged,
+    /// It points at `digest`; for an index, `manifests` are the digests of its images.
+    Changed {
+        /// The manifest's digest.
+        digest: String,
+        /// The images of an index (one per platform); empty for an image.
+        manifests: Vec<String>,
+    },
+}
+
 /// A registry client for one CoreBuild's catalog (its TLS settings and credentials).
 pub struct Registry {
     client: Client,
@@ -235,6 +249,21 @@ impl AnyManifest {
             (None, None) => OCI_IMAGE_MEDIA_TYPE,
         }
     }
+}
+
+/// The repository of an image reference, without its digest and tag
+/// (`registry:5000/path:tag@sha256:…` → `registry:5000/path`).
+pub fn repository_of(image: &str) -> &str {
+    let image = image.split_once('@').map(|(i, _)| i).unwrap_or(image);
+    match image.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') => repo,
+        _ => image,
+    }
+}
+
+/// The digest of a pinned image reference (`…@sha256:…`; empty when it has none).
+pub fn digest_of(image: &str) -> &str {
+    image.rsplit_once('@').map(|(_, d)| d).unwrap_or_default()
 }
 
 fn parse_reference(text: &str) -> Result<Reference, RegistryError> {
@@ -323,6 +352,94 @@ impl Registry {
             Err(RegistryError::NotFound { .. }) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// What tag `reference` (`repo:tag`) resolves to, asked with one conditional request:
+    /// a `GET` of its manifest with `If-None-Match: "<known>"`, which the registry answers
+    /// `304 Not Modified`, without a body, while the tag still points at `known`.
+    /// Credentials go along as Basic auth; a registry that asks for a bearer token costs
+    /// the token exchange on top. Counted as `conditional_manifest`.
+    pub async fn tag_changed(&self, reference: &str, known: Option<&str>) -> Result<TagState, RegistryError> {
+        let r = parse_reference(reference)?;
+        let auth = self.credentials.for_registry(r.resolve_registry());
+        let url = format!(
+            "{}://{}/v2/{}/manifests/{}",
+            self.scheme,
+            r.resolve_registry(),
+            r.repository(),
+            r.tag().unwrap_or("latest")
+        );
+        let unreachable = |e: reqwest::Error| RegistryError::Unreachable {
+            registry: r.registry().to_string(),
+            message: error_chain(&e),
+        };
+        self.retry("conditional_manifest", || async {
+            let mut token: Option<String> = None;
+            loop {
+                let mut request = self.http.get(&url).header(reqwest::header::ACCEPT, MANIFEST_TYPES.join(", "));
+                if let Some(known) = known {
+                    request = request.header(reqwest::header::IF_NONE_MATCH, format!("\"{known}\""));
+                }
+                request = match (&token, &auth) {
+                    (Some(t), _) => request.bearer_auth(t),
+                    (None, RegistryAuth::Basic(u, p)) => request.basic_auth(u, Some(p)),
+                    _ => request,
+                };
+                let response = request.send().await.map_err(unreachable)?;
+                let status = response.status().as_u16();
+                let bearer = response
+                    .headers()
+                    .get(reqwest::header::WWW_AUTHENTICATE)
+                    .and_then(|h| h.to_str().ok())
+                    .is_some_and(|h| h.to_ascii_lowercase().starts_with("bearer"));
+                match status {
+                    304 => return Ok(TagState::Unchanged),
+                    200 => {
+                        let header = response
+                            .headers()
+                            .get("docker-content-digest")
+                            .and_then(|h| h.to_str().ok())
+                            .map(str::to_string);
+                        let body = response.bytes().await.map_err(unreachable)?;
+                        let digest = header.unwrap_or_else(|| crate::names::sha256(&body));
+                        let manifests = serde_json::from_slice::<AnyManifest>(&body)
+                            .ok()
+                            .and_then(|m| m.manifests)
+                            .map(|m| m.into_iter().map(|d| d.digest).collect())
+                            .unwrap_or_default();
+                        return Ok(TagState::Changed { digest, manifests });
+                    }
+                    404 => return Err(RegistryError::NotFound { reference: r.whole() }),
+                    401 if bearer && token.is_none() => {
+                        // The token exchange of a bearer registry, once; then the same request.
+                        token = self
+                            .client
+                            .auth(&r, &auth, RegistryOperation::Pull)
+                            .await
+                            .map_err(|e| RegistryError::from_oci(e, &r))?;
+                        if token.is_none() {
+                            return Err(RegistryError::Unauthorized {
+                                registry: r.registry().to_string(),
+                                message: format!("GET {url}: 401 and no token was issued"),
+                            });
+                        }
+                    }
+                    401 | 403 => {
+                        return Err(RegistryError::Unauthorized {
+                            registry: r.registry().to_string(),
+                            message: format!("GET {url}: {status}"),
+                        });
+                    }
+                    _ => {
+                        return Err(RegistryError::Other {
+                            registry: r.registry().to_string(),
+                            message: format!("GET {url}: {status} {}", response.text().await.unwrap_or_default()),
+                        });
+                    }
+                }
+            }
+        })
+        .await
     }
 
     /// Every tag of repository `repo` (empty when the repository does not exist), read

@@ -11,6 +11,7 @@ use kube::{Resource, ResourceExt};
 
 use crate::api::{CoreBuildSpec, ImageRelease, Provenance};
 use crate::names;
+use crate::registry::{digest_of, repository_of};
 
 /// Builder image used when a CoreBuild names none and the controller was given no
 /// `--builder-image`: buildah's own image (it runs the default script as root).
@@ -19,6 +20,25 @@ pub const DEFAULT_BUILDER_IMAGE: &str = "quay.io/buildah/stable:v1.39";
 /// The builder image of a CoreBuild spec, or `default` when it names none.
 pub fn builder_image<'a>(spec: &'a CoreBuildSpec, default: &'a str) -> &'a str {
     spec.builder.as_ref().and_then(|b| b.image.as_deref()).unwrap_or(default)
+}
+
+/// The CoreBuild spec an attempt of `release` is made from: `cb`'s, with the release's own
+/// `spec.base` (if it sets one) in place of `base`. That base must be an image of the
+/// repository of the CoreBuild's base or of its tracked tag: a release may choose another
+/// digest of the product's base, never another image.
+pub fn release_base(cb: &CoreBuildSpec, release: &ImageRelease) -> Result<CoreBuildSpec, String> {
+    let Some(base) = &release.spec.base else { return Ok(cb.clone()) };
+    let mut allowed = vec![repository_of(&cb.base)];
+    allowed.extend(cb.base_tracking.as_ref().map(|t| repository_of(&t.tag)));
+    if !allowed.contains(&repository_of(base)) {
+        return Err(format!(
+            "spec.base {base} is not an image of {}: a release may replace its CoreBuild's base only by another digest of the same image (the repository of the CoreBuild's base or of its baseTracking.tag)",
+            allowed.join(" or ")
+        ));
+    }
+    let mut spec = cb.clone();
+    spec.base = base.clone();
+    Ok(spec)
 }
 
 /// ConfigMap key holding the CoreBuild spec (JSON).
@@ -59,7 +79,7 @@ impl Snapshot {
             core_build_generation: self.core_build_generation,
             core_build_spec_hash: names::sha256(&spec_json),
             base: self.spec.base.clone(),
-            base_digest: self.spec.base.rsplit_once('@').map(|(_, d)| d.to_string()).unwrap_or_default(),
+            base_digest: digest_of(&self.spec.base).to_string(),
             blueprint_hash: names::sha256(self.containerfile.as_bytes()),
             builder_image: self.builder_image.clone(),
             snapshot: self.name.clone(),

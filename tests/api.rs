@@ -285,6 +285,78 @@ fn create_cases() -> Vec<(&'static str, &'static str, Mutation, &'static [&'stat
             |d| set(d, "/spec/catalog/channels", Some(json!(["18446744073709551616"]))),
             &["spec.catalog.channels[0]"],
         ),
+        (
+            "tracked base named by digest instead of a tag",
+            "CoreBuild",
+            |d| {
+                set(
+                    d,
+                    "/spec/baseTracking",
+                    Some(json!({"tag": format!("registry.local/debian@{}", fixtures::DIGEST)})),
+                )
+            },
+            &["spec.baseTracking.tag"],
+        ),
+        (
+            "base tracked more often than every 10 seconds",
+            "CoreBuild",
+            |d| set(d, "/spec/baseTracking", Some(json!({"tag": "registry.local/debian:12-slim", "interval": "5s"}))),
+            &["spec.baseTracking.interval", "interval must be between 10s and 8760h"],
+        ),
+        (
+            "unknown refresh policy",
+            "CoreBuild",
+            |d| {
+                set(
+                    d,
+                    "/spec/baseTracking",
+                    Some(json!({"tag": "registry.local/debian:12-slim", "refresh": "Nightly"})),
+                )
+            },
+            &["spec.baseTracking.refresh", "Unsupported value"],
+        ),
+        (
+            "release base not pinned by digest",
+            "ImageRelease",
+            |d| set(d, "/spec/base", Some(json!("registry.local/debian:12-slim"))),
+            &["spec.base"],
+        ),
+        (
+            "proving check that cannot be a check name",
+            "ImageRelease",
+            |d| set(d, "/spec/advisories/0/resolvedBy", Some(json!(["TLS Works"]))),
+            &["spec.advisories[0].resolvedBy[0]"],
+        ),
+        (
+            "proving check named twice",
+            "ImageRelease",
+            |d| set(d, "/spec/advisories/0/resolvedBy", Some(json!(["tls", "tls"]))),
+            &["resolvedBy names each check once"],
+        ),
+        (
+            "duplicate known issue ids",
+            "ImageRelease",
+            |d| {
+                set(
+                    d,
+                    "/spec/knownIssues",
+                    Some(json!([{"id": "KI-1", "summary": "x"}, {"id": "KI-1", "summary": "y"}])),
+                )
+            },
+            &["known issue ids must be unique"],
+        ),
+        (
+            "known issue link that is no URL",
+            "ImageRelease",
+            |d| {
+                set(
+                    d,
+                    "/spec/knownIssues",
+                    Some(json!([{"id": "KI-1", "summary": "x", "link": "javascript:alert(1)"}])),
+                )
+            },
+            &["spec.knownIssues[0].link"],
+        ),
     ]
 }
 
@@ -327,10 +399,16 @@ async fn immutable_fields_and_forward_only_target_are_enforced_on_update() -> an
         let api = dynamic(&client, &ns, "ImageRelease");
         let mut doc = fixtures::release("r", "cb", "12.7.0");
         doc["spec"]["target"] = json!("Published");
+        doc["spec"]["base"] = json!(format!("registry.local/debian@{}", fixtures::DIGEST));
         api.create(&PostParams::default(), &serde_json::from_value(doc)?).await?;
         let pp = PatchParams::default();
-        let cases: [(&str, Value, &str); 5] = [
+        let cases: [(&str, Value, &str); 6] = [
             ("change version", json!({"spec": {"version": "12.7.1"}}), "version is immutable"),
+            (
+                "change base",
+                json!({"spec": {"base": format!("registry.local/debian@{}", fixtures::DIGEST2)}}),
+                "base is immutable",
+            ),
             ("change coreBuild", json!({"spec": {"coreBuild": "other"}}), "coreBuild is immutable"),
             ("target Published → Verified", json!({"spec": {"target": "Verified"}}), "target only moves forward"),
             ("target Retired → Deprecated", json!({"spec": {"target": "Deprecated"}}), "target only moves forward"),
@@ -338,7 +416,7 @@ async fn immutable_fields_and_forward_only_target_are_enforced_on_update() -> an
         ];
         let mut failures = Vec::new();
         for (i, (what, patch, words)) in cases.into_iter().enumerate() {
-            if i == 3 {
+            if i == 4 {
                 // Forward moves are allowed: go to Retired, then try to come back.
                 api.patch("r", &pp, &Patch::Merge(json!({"spec": {"target": "Deprecated"}}))).await?;
                 api.patch("r", &pp, &Patch::Merge(json!({"spec": {"target": "Retired"}}))).await?;

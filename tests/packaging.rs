@@ -46,9 +46,9 @@ const MONITORING_FILES: [&str; 2] = ["prometheus-rule.yaml", "grafana-dashboard.
 /// The RBAC rules the controller gets in every namespace it watches: (API group,
 /// resource, verbs). Widening them must be a deliberate change here too.
 const RULES: &[(&str, &str, &[&str])] = &[
-    ("coreforge.dev", "imagereleases", &["get", "list", "watch"]),
+    ("coreforge.dev", "imagereleases", &["get", "list", "watch", "create"]),
     ("coreforge.dev", "imagereleases/status", &["get", "patch", "update"]),
-    ("coreforge.dev", "corebuilds", &["get", "list", "watch"]),
+    ("coreforge.dev", "corebuilds", &["get", "list", "watch", "patch"]),
     ("coreforge.dev", "corebuilds/status", &["get", "patch", "update"]),
     ("batch", "jobs", &["get", "list", "watch", "create", "delete"]),
     ("", "pods", &["get", "list", "watch"]),

@@ -18,6 +18,11 @@ pub const TESTED: &str = "Tested";
 pub const PUBLISHED: &str = "Published";
 /// The release keeps the contract of the releases before it in its major version.
 pub const CONTRACT_KEPT: &str = "ContractKept";
+/// Every Security, Bugfix and Workaround advisory of the release is proven by the contract
+/// checks it names (`resolvedBy`).
+pub const ADVISORIES_PROVEN: &str = "AdvisoriesProven";
+/// A CoreBuild's pinned base is the digest its tracked upstream tag resolves to.
+pub const BASE_CURRENT: &str = "BaseCurrent";
 
 /// `True`, `False` or `Unknown`, as the API spells them.
 pub fn status_str(value: Option<bool>) -> &'static str {

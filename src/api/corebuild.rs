@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{ResourceRequirements, SecurityContext, Toleration};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
@@ -89,6 +89,47 @@ pub struct CoreBuildSpec {
     /// Documentation shipped with every release: runbook, upstream docs, technical notes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub docs: Option<Docs>,
+
+    /// The upstream tag `base` follows: the controller polls its digest and reports when
+    /// the pinned base is behind it, and with `refresh: Automatic` releases the product
+    /// again on the new base.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_tracking: Option<BaseTracking>,
+}
+
+/// The upstream tag a CoreBuild's pinned base follows, and what to do when it moves.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct BaseTracking {
+    /// The tag to follow, `registry[:port]/path:tag` (e.g. `docker.io/library/debian:12-slim`).
+    /// Read with the catalog's credentials Secret.
+    #[schemars(length(min = 3, max = 512), pattern(pattern::TAGGED_IMAGE))]
+    pub tag: String,
+    /// How often the tag's digest is asked for (one conditional request each time).
+    /// Default `6h`; at least `10s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64), pattern(pattern::DURATION))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('10s') && duration(self) <= duration('8760h')").message("interval must be between 10s and 8760h"))]
+    pub interval: Option<String>,
+    /// What to do when the tag moves: `Manual` (default: report it in status, metrics and
+    /// alerts; a person moves `base`) or `Automatic` (release the next patch version on
+    /// the new base, and move `base` to it once that release is published).
+    #[serde(default)]
+    pub refresh: RefreshPolicy,
+    /// Transport security towards the tag's registry (default: HTTPS, verified).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<RegistryTls>,
+}
+
+/// What the controller does when a tracked base moves.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum RefreshPolicy {
+    /// Report it (status, metric, alert); a person edits `base`.
+    #[default]
+    Manual,
+    /// Create the next patch release on the new base, and move `base` to it once that
+    /// release is published.
+    Automatic,
 }
 
 /// Where the Containerfile comes from. Exactly one of `containerfile` and `configMapRef`.
@@ -454,6 +495,65 @@ pub struct CoreBuildStatus {
     /// Where each channel tag points in the catalog.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub channels: Vec<ChannelStatus>,
+    /// The tracked base tag (`spec.baseTracking`) against the pinned base.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<BaseStatus>,
+}
+
+/// Whether the pinned base is the digest its upstream tag resolves to.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct BaseStatus {
+    /// The tag followed.
+    pub tag: String,
+    /// Digest of `spec.base`.
+    pub pinned_digest: String,
+    /// Digest the tag resolved to when last asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest_digest: Option<String>,
+    /// `Current`, `Behind`, or `Unknown` (never asked successfully).
+    pub state: BaseState,
+    /// Since when the pinned base is behind the tag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub behind_since: Option<Time>,
+    /// When the tag was last asked for (successfully or not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checked_at: Option<Time>,
+    /// The last refresh release the controller created (`refresh: Automatic`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh: Option<BaseRefresh>,
+}
+
+/// Where a pinned base stands against its tag.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum BaseState {
+    /// The tag has not been read yet (or never could be).
+    #[default]
+    Unknown,
+    /// `spec.base` is the tag's digest.
+    Current,
+    /// The tag points at another digest.
+    Behind,
+}
+
+/// A release the controller created because the tracked base moved.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BaseRefresh {
+    /// The ImageRelease.
+    pub release: String,
+    /// Its version.
+    pub version: String,
+    /// The base digest it replaces.
+    pub from_digest: String,
+    /// The base digest it is built from.
+    pub to_digest: String,
+    /// When it was created.
+    pub created_at: Time,
+    /// When `spec.base` was moved to `toDigest`: once the release was published, so the
+    /// product's base moves only to a base that kept the contract.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_moved_at: Option<Time>,
 }
 
 /// A channel tag and the release it points at.

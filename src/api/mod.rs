@@ -19,6 +19,10 @@ pub const GROUP: &str = "coreforge.dev";
 pub const VERSION: &str = "v1alpha1";
 /// Field manager for everything the controller writes with server-side apply.
 pub const FIELD_MANAGER: &str = "coreforge";
+/// Field manager of the one spec field the controller writes: `spec.base` of a CoreBuild
+/// whose tracked base moved (`baseTracking.refresh: Automatic`). GitOps tools can leave
+/// the fields of this manager alone (Argo CD's `managedFieldsManagers`).
+pub const FIELD_MANAGER_BASE_REFRESH: &str = "coreforge-base-refresh";
 
 /// Label put on every object the controller creates for a release: the release's name.
 pub const LABEL_RELEASE: &str = "coreforge.dev/release";
@@ -28,6 +32,11 @@ pub const LABEL_CORE_BUILD: &str = "coreforge.dev/corebuild";
 pub const LABEL_STEP: &str = "coreforge.dev/step";
 /// Label with the attempt number of the Job.
 pub const LABEL_ATTEMPT: &str = "coreforge.dev/attempt";
+/// Label on the ImageReleases the controller creates because a tracked base moved
+/// (`baseTracking.refresh: Automatic`), with the value `base`.
+pub const LABEL_REFRESH: &str = "coreforge.dev/refresh";
+/// Annotation on a refresh release: the base digest it replaces.
+pub const ANNOTATION_REFRESH_FROM: &str = "coreforge.dev/refresh-from";
 /// Annotation on an ImageRelease: set it to a new value to retry a Failed release.
 pub const ANNOTATION_RETRY: &str = "coreforge.dev/retry";
 
@@ -89,6 +98,9 @@ pub(crate) mod pattern {
     pub const SEMVER: &str = r"^(0|[1-9][0-9]{0,17})\.(0|[1-9][0-9]{0,17})\.(0|[1-9][0-9]{0,17})(-[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?(\+[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?$";
     /// An image reference pinned by digest.
     pub const PINNED_IMAGE: &str = r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*(:[\w][\w.-]{0,127})?@sha256:[a-f0-9]{64}$";
+    /// An image reference with a tag and no digest (`registry[:port]/path:tag`).
+    pub const TAGGED_IMAGE: &str =
+        r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)+:[\w][\w.-]{0,127}$";
     /// An image repository without tag or digest (`registry[:port]/path`).
     pub const REPOSITORY: &str = r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)+$";
     /// A DNS-1123 subdomain (object names).
@@ -99,6 +111,8 @@ pub(crate) mod pattern {
     pub const DURATION: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
     /// A channel: `latest`, a major (`9`) or a major.minor (`9.4`).
     pub const CHANNEL: &str = r"^(latest|(0|[1-9][0-9]{0,17})(\.(0|[1-9][0-9]{0,17}))?)$";
+    /// An advisory or known issue id (`RHSA-2024:1234`, `CFKI-2026-003`).
+    pub const ISSUE_ID: &str = r"^[A-Za-z0-9][A-Za-z0-9:._-]*$";
     /// A CVE id.
     pub const CVE: &str = r"^CVE-[0-9]{4}-[0-9]{4,}$";
     /// An absolute path.

@@ -56,11 +56,27 @@ pub struct ImageReleaseSpec {
     #[x_kube(validation = Rule::new("self == oldSelf").message("version is immutable: create a new ImageRelease instead"))]
     pub version: String,
 
+    /// The base image this release is built from instead of its CoreBuild's `base`,
+    /// pinned by digest; an image of the same repository as that base or as the tag it
+    /// tracks (`baseTracking.tag`). Set on the releases the controller creates when the
+    /// tracked base moves. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512), pattern(pattern::PINNED_IMAGE))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("base is immutable: create a new ImageRelease instead"))]
+    pub base: Option<String>,
+
     /// Typed changes this release carries.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 100))]
     #[x_kube(validation = Rule::new("self.all(a, self.exists_one(b, b.id == a.id))").message("advisory ids must be unique"))]
     pub advisories: Vec<Advisory>,
+
+    /// Problems consumers should know about in this release, shown in its release notes
+    /// and the catalog until a later release's advisory `closes` them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    #[x_kube(validation = Rule::new("self.all(k, self.exists_one(l, l.id == k.id))").message("known issue ids must be unique"))]
+    pub known_issues: Vec<KnownIssue>,
 
     /// Free-form release notes (Markdown), placed at the top of the generated notes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -101,7 +117,7 @@ pub enum Target {
 #[serde(rename_all = "camelCase")]
 pub struct Advisory {
     /// Advisory id, e.g. `RHSA-2024:1234` or `CFSA-2026-0042`. Unique within the release.
-    #[schemars(length(min = 1, max = 64), pattern(r"^[A-Za-z0-9][A-Za-z0-9:._-]*$"))]
+    #[schemars(length(min = 1, max = 64), pattern(pattern::ISSUE_ID))]
     pub id: String,
     /// Kind of change.
     #[serde(rename = "type")]
@@ -116,6 +132,39 @@ pub struct Advisory {
     /// One-line summary.
     #[schemars(length(min = 1, max = 1024))]
     pub summary: String,
+    /// Names of the contract checks (`contract.checks[].name` of the CoreBuild) that
+    /// prove the change: a release does not publish while one of them has not passed in
+    /// its image (for Security, Bugfix and Workaround advisories), and names that are not
+    /// checks of the contract fail the release before it is built.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32), inner(length(min = 1, max = 63), pattern(pattern::DNS1123_LABEL)))]
+    #[x_kube(validation = Rule::new("self.all(c, self.exists_one(d, d == c))").message("resolvedBy names each check once"))]
+    pub resolved_by: Vec<String>,
+    /// Ids of known issues of earlier releases (`knownIssues[].id`) this change closes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32), inner(length(min = 1, max = 64), pattern(pattern::ISSUE_ID)))]
+    pub closes: Vec<String>,
+}
+
+/// A problem a release is known to have.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct KnownIssue {
+    /// Id, unique within the release (e.g. `CFKI-2026-003`, a tracker's key); a later
+    /// release's advisory names it in `closes`.
+    #[schemars(length(min = 1, max = 64), pattern(pattern::ISSUE_ID))]
+    pub id: String,
+    /// One-line summary.
+    #[schemars(length(min = 1, max = 1024))]
+    pub summary: String,
+    /// Where it is tracked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048), pattern(r"^https?://"))]
+    pub link: Option<String>,
+    /// What consumers can do meanwhile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    pub workaround: Option<String>,
 }
 
 /// Kind of an advisory.

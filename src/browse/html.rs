@@ -1,14 +1,14 @@
 //! The catalog as one HTML page: no scripts, one inline style sheet, every value escaped.
 //! Each value a consumer reads is also marked with `data-*` attributes (product, release,
-//! channel, advisory, field), the same names the JSON API uses, so that tools and tests
-//! can read the page as reliably as the API.
+//! channel, advisory, check, known-issue, field), the same names the JSON API uses, so that
+//! tools and tests can read the page as reliably as the API.
 
 use std::fmt::Write;
 
 use jiff::Timestamp;
 
 use super::markdown;
-use super::{Catalog, Product, Release};
+use super::{Advisory, Catalog, KnownIssue, Product, Release};
 
 /// Escapes text for HTML content and double-quoted attributes.
 pub fn escape(text: &str) -> String {
@@ -49,6 +49,10 @@ tr.phase-Retired td{color:#6b7785}
 ul.advisories{margin:0;padding-left:16px}
 details{margin-top:4px}details .notes{border-left:3px solid #d9dee5;padding:0 12px;margin:6px 0}
 .notready{color:#c62828}
+.proof-passed{color:#1f8a4c}.proof-failed{color:#c62828;font-weight:600}.proof-notrun{color:#c77700}
+ul.issues{margin:2px 0 6px;padding-left:16px}ul.issues a{word-break:break-all}
+li.issue-open{font-weight:600}li.issue-open .badge{background:#c62828}
+li.issue-closed{color:#5d6b7a}li.issue-closed .badge{background:#1f8a4c}
 "#;
 
 /// A policy duration as people say it: `2160h` is 90 days.
@@ -68,6 +72,91 @@ fn time(t: Option<Timestamp>, field: &str) -> String {
         }
         None => format!(r#"<td data-field="{field}"></td>"#),
     }
+}
+
+/// A link a consumer may follow: only http and https (as the schema guarantees), escaped;
+/// anything else is shown as text.
+fn link(url: &str, field: &str) -> String {
+    let scheme = |s: &str| url.get(..s.len()).is_some_and(|u| u.eq_ignore_ascii_case(s));
+    if scheme("https://") || scheme("http://") {
+        format!(r#"<a data-field="{field}" href="{url}">{url}</a>"#, url = escape(url))
+    } else {
+        format!(r#"<code data-field="{field}">{}</code>"#, escape(url))
+    }
+}
+
+fn advisory(out: &mut String, a: &Advisory) {
+    let cves = a.cves.iter().map(|c| escape(c)).collect::<Vec<_>>().join(", ");
+    let _ = write!(
+        out,
+        r#"<li data-advisory="{id}"><strong>{id}</strong> <span data-field="type">{type_}</span> <span class="sev-{sev}" data-field="severity">{sev}</span> <span data-field="cves">{cves}</span>: {summary}"#,
+        id = escape(&a.id),
+        type_ = escape(&a.type_),
+        sev = escape(&a.severity),
+        summary = escape(&a.summary),
+    );
+    if !a.resolved_by.is_empty() {
+        let proofs = a
+            .resolved_by
+            .iter()
+            .map(|p| {
+                let class = match p.result.as_str() {
+                    "passed" => "proof-passed",
+                    "failed" => "proof-failed",
+                    _ => "proof-notrun",
+                };
+                format!(
+                    r#"<span class="{class}" data-check="{check}"><code>{check}</code> <span data-field="result">{result}</span></span>"#,
+                    check = escape(&p.check),
+                    result = escape(&p.result),
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let _ = write!(out, r#" · <span data-field="resolvedBy">proven by {proofs}</span>"#);
+    }
+    if !a.closes.is_empty() {
+        let ids = a.closes.iter().map(|c| format!("<code>{}</code>", escape(c))).collect::<Vec<_>>().join(", ");
+        let _ = write!(out, r#" · <span data-field="closes">closes {ids}</span>"#);
+    }
+    out.push_str("</li>");
+}
+
+fn known_issues(out: &mut String, issues: &[KnownIssue]) {
+    let open = issues.iter().filter(|k| k.closed_by.is_none()).count();
+    let state = match (open, issues.len() - open) {
+        (0, _) => "all closed".to_string(),
+        (open, 0) => format!(r#"<span class="notready">{open} open</span>"#),
+        (open, closed) => format!(r#"<span class="notready">{open} open</span>, {closed} closed"#),
+    };
+    let _ = write!(out, r#"<div data-field="knownIssues">Known issues ({state}):<ul class="issues">"#);
+    for k in issues {
+        let (class, badge) = match &k.closed_by {
+            Some(c) => (
+                "issue-closed",
+                format!(
+                    r#"<span class="badge" data-field="closedBy">closed in <span data-field="version">{}</span> by <span data-field="advisory">{}</span></span>"#,
+                    escape(&c.version),
+                    escape(&c.advisory)
+                ),
+            ),
+            None => ("issue-open", r#"<span class="badge">open</span>"#.to_string()),
+        };
+        let _ = write!(
+            out,
+            r#"<li class="{class}" data-known-issue="{id}">{badge} <strong>{id}</strong>: <span data-field="summary">{summary}</span>"#,
+            id = escape(&k.id),
+            summary = escape(&k.summary),
+        );
+        if let Some(url) = &k.link {
+            let _ = write!(out, " ({})", link(url, "link"));
+        }
+        if let Some(w) = &k.workaround {
+            let _ = write!(out, r#" — workaround: <span data-field="workaround">{}</span>"#, escape(w));
+        }
+        out.push_str("</li>");
+    }
+    out.push_str("</ul></div>");
 }
 
 fn release_row(out: &mut String, r: &Release) {
@@ -94,23 +183,18 @@ fn release_row(out: &mut String, r: &Release) {
     if !r.advisories.is_empty() {
         out.push_str(r#"<ul class="advisories">"#);
         for a in &r.advisories {
-            let cves = a.cves.iter().map(|c| escape(c)).collect::<Vec<_>>().join(", ");
-            let _ = write!(
-                out,
-                r#"<li data-advisory="{id}"><strong>{id}</strong> <span data-field="type">{type_}</span> <span class="sev-{sev}" data-field="severity">{sev}</span> <span data-field="cves">{cves}</span>: {summary}</li>"#,
-                id = escape(&a.id),
-                type_ = escape(&a.type_),
-                sev = escape(&a.severity),
-                summary = escape(&a.summary),
-            );
+            advisory(out, a);
         }
         out.push_str("</ul>");
     }
     out.push_str("</td></tr>");
-    // The details row: status, contract results and changes, release notes.
+    // The details row: status, known issues, contract results and changes, release notes.
     let _ = write!(out, r#"<tr class="details phase-{phase}"><td></td><td colspan="8">"#);
     if !r.status_message.is_empty() {
         let _ = write!(out, r#"<div class="muted" data-field="statusMessage">{}</div>"#, escape(&r.status_message));
+    }
+    if !r.known_issues.is_empty() {
+        known_issues(out, &r.known_issues);
     }
     if !r.checks.is_empty() {
         let passed = r.checks.values().filter(|p| **p).count();

@@ -1,5 +1,6 @@
 //! The catalog for the terminal (`coreforge catalog`): per product, its channels and a
-//! table of its releases with their dates, days of support left and advisories.
+//! table of its releases with their dates, days of support left, open known issues and
+//! advisories (with the known issues they close).
 
 use std::fmt::Write;
 
@@ -25,11 +26,22 @@ fn advisories(r: &Release) -> String {
             if !a.cves.is_empty() {
                 let _ = write!(s, ", {}", a.cves.join(" "));
             }
+            if !a.closes.is_empty() {
+                let _ = write!(s, ", closes {}", a.closes.join(" "));
+            }
             s.push(')');
             s
         })
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// How many known issues of the release are still open (`-`: none).
+fn open_issues(r: &Release) -> String {
+    match r.known_issues.iter().filter(|k| k.closed_by.is_none()).count() {
+        0 => "-".into(),
+        n => n.to_string(),
+    }
 }
 
 /// Left-aligned columns, two spaces apart.
@@ -71,9 +83,19 @@ pub fn catalog(catalog: &Catalog) -> String {
             continue;
         }
         let mut rows = vec![
-            ["VERSION", "PHASE", "PUBLISHED", "DEPRECATED", "RETIRED", "SUPPORT ENDS", "DAYS LEFT", "ADVISORIES"]
-                .map(String::from)
-                .to_vec(),
+            [
+                "VERSION",
+                "PHASE",
+                "PUBLISHED",
+                "DEPRECATED",
+                "RETIRED",
+                "SUPPORT ENDS",
+                "DAYS LEFT",
+                "OPEN ISSUES",
+                "ADVISORIES",
+            ]
+            .map(String::from)
+            .to_vec(),
         ];
         for r in &p.releases {
             rows.push(vec![
@@ -84,6 +106,7 @@ pub fn catalog(catalog: &Catalog) -> String {
                 date(r.retired_at),
                 date(r.support_ends_at),
                 r.days_of_support_left.map(|d| d.to_string()).unwrap_or_else(|| "-".into()),
+                open_issues(r),
                 advisories(r),
             ]);
         }
@@ -97,7 +120,8 @@ pub fn catalog(catalog: &Catalog) -> String {
 
 /// One release's notes, with where to pull it from: the release notes the controller
 /// generated (advisories, base change, contract changes), or the release's own notes
-/// before it was tested.
+/// before it was tested; then whether each of its known issues is still open or which
+/// later release closed it.
 pub fn notes(release: &Release) -> String {
     let mut out = String::new();
     match &release.release_notes {
@@ -126,6 +150,20 @@ pub fn notes(release: &Release) -> String {
     if let Some(end) = release.support_ends_at {
         let left = release.days_of_support_left.map(|d| format!(" ({d} days left)")).unwrap_or_default();
         let _ = writeln!(out, "Support ends: {}{left}", date(Some(end)));
+    }
+    for k in &release.known_issues {
+        let state = match &k.closed_by {
+            Some(c) => format!("closed in {} by {}", c.version, c.advisory),
+            None => "OPEN".to_string(),
+        };
+        let _ = write!(out, "Known issue {}: {state}: {}", k.id, k.summary);
+        if let Some(link) = &k.link {
+            let _ = write!(out, " ({link})");
+        }
+        if let (None, Some(w)) = (&k.closed_by, &k.workaround) {
+            let _ = write!(out, "; workaround: {w}");
+        }
+        out.push('\n');
     }
     out
 }

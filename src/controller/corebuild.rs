@@ -1,5 +1,6 @@
-//! The CoreBuild reconciler: counts the product's releases, and keeps every channel tag
-//! pointing at the newest Published release it matches.
+//! The CoreBuild reconciler: counts the product's releases, keeps every channel tag
+//! pointing at the newest Published release it matches, and follows the tracked base tag
+//! (`spec.baseTracking`, decided by [`decide_base`]).
 //!
 //! Channels are a property of the product, so they are moved here, from the releases'
 //! statuses: a release whose phase, version or digest changes re-runs this (the release
@@ -19,11 +20,18 @@ use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use kube::Resource;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::events::{Event, EventType};
+
 use super::context::{Context, Error, STALE_RETRY, STATUS_INTERVAL, apply_status};
+use super::decide_base::{self, Poll, Polled};
 use super::decide_corebuild::{plan, status};
-use crate::api::CoreBuild;
+use crate::api::{BaseState, CoreBuild, FIELD_MANAGER_BASE_REFRESH, ImageRelease};
+use crate::catalog::CatalogError;
 use crate::failpoint;
 use crate::metrics::ReconcileTimer;
+use crate::registry::{RegistryError, TagState};
 
 /// Reconciles one CoreBuild: read its releases from the cache, [`plan`] the channel
 /// moves, move them, write the [`status`] that records what was moved.
@@ -46,6 +54,47 @@ pub async fn reconcile(cb: Arc<CoreBuild>, ctx: Arc<Context>) -> Result<Action, 
         }
         let releases = ctx.caches.releases_of(&ns, &name);
         let plan = plan(&cb, &releases);
+        let now = Time(jiff::Timestamp::now());
+
+        // The tracked base: ask the tag when due, create the refresh release and move
+        // `spec.base` when the decision says so (both idempotent), before the status
+        // that records them.
+        let polled = match decide_base::poll_due(&cb, &now) {
+            Some(poll) => Some(poll_tag(&ctx, &ns, &cb, &poll).await?),
+            None => None,
+        };
+        let base = decide_base::plan(&cb, &releases, polled.as_ref(), &now);
+        let mut rv = cb.metadata.resource_version.clone();
+        if let Some(release) = &base.create {
+            let api: Api<ImageRelease> = Api::namespaced(ctx.client.clone(), &ns);
+            match api.create(&PostParams::default(), release).await {
+                Ok(_) => {
+                    let msg = format!(
+                        "created release {} ({}) on {}, the new digest of {}",
+                        release.name_any(),
+                        release.spec.version,
+                        release.spec.base.as_deref().unwrap_or_default(),
+                        cb.spec.base_tracking.as_ref().map(|t| t.tag.as_str()).unwrap_or_default()
+                    );
+                    info!(release = %release.name_any(), "{msg}");
+                    tell(&ctx, &cb, false, "RefreshReleaseCreated", msg).await;
+                    failpoint::hit("refresh-release-created").await;
+                }
+                Err(kube::Error::Api(e)) if e.code == 409 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if let Some(new_base) = &base.move_base {
+            match move_base(&ctx, &ns, &name, rv.as_deref(), new_base).await? {
+                Some(moved) => rv = moved.metadata.resource_version,
+                None => return Ok(Action::requeue(STALE_RETRY)),
+            }
+        }
+        let became_behind = base.status.as_ref().is_some_and(|b| b.state == BaseState::Behind)
+            && cb.status.as_ref().and_then(|s| s.base.as_ref()).is_none_or(|b| b.state != BaseState::Behind);
+        if became_behind && let Some((_, reason, message)) = &base.condition {
+            tell(&ctx, &cb, true, reason, message.clone()).await;
+        }
 
         let mut moved = Vec::new();
         let mut problem = None;
@@ -71,11 +120,12 @@ pub async fn reconcile(cb: Arc<CoreBuild>, ctx: Arc<Context>) -> Result<Action, 
             }
         }
 
-        let st = status(&cb, &plan, &moved, problem.as_ref(), &Time(jiff::Timestamp::now()));
+        let mut st = status(&cb, &plan, &moved, problem.as_ref(), &now);
+        st.base = base.status.clone();
+        decide_base::apply_condition(&mut st.conditions, &base, cb.metadata.generation, &now);
         if cb.status.as_ref() != Some(&st) {
             let api: Api<CoreBuild> = Api::namespaced(ctx.client.clone(), &ns);
-            let rv = cb.metadata.resource_version.as_deref();
-            match apply_status(&api, &name, rv, &st).await? {
+            match apply_status(&api, &name, rv.as_deref(), &st).await? {
                 Some(written) => {
                     let rv = written.metadata.resource_version.clone();
                     ctx.core_builds_written.wrote(&ns, &name, rv, written.status.clone());
@@ -85,13 +135,77 @@ pub async fn reconcile(cb: Arc<CoreBuild>, ctx: Arc<Context>) -> Result<Action, 
                 None => return Ok(Action::requeue(STALE_RETRY)),
             }
         }
-        Ok(match problem {
-            Some(_) => Action::requeue(Duration::from_secs(15)),
+        let retry = problem.map(|_| Duration::from_secs(15));
+        Ok(match retry.into_iter().chain(base.next_poll).min() {
+            Some(after) => Action::requeue(after),
             None => Action::await_change(),
         })
     }
     .instrument(span)
     .await
+}
+
+/// Asks the tracked tag of `cb` for its digest, with the catalog's credentials and the
+/// tracking's TLS settings. What went wrong is an answer too (a condition), not an error.
+async fn poll_tag(ctx: &Context, ns: &str, cb: &CoreBuild, poll: &Poll) -> Result<Polled, Error> {
+    let tls = cb.spec.base_tracking.as_ref().and_then(|t| t.tls.as_ref());
+    let registry = match ctx.registries.get_with(ns, cb.spec.catalog.credentials_secret.as_ref(), tls).await? {
+        Ok(r) => r,
+        Err(e) => return Ok(Polled::Failed(e.reason().to_string(), e.to_string())),
+    };
+    Ok(match registry.tag_changed(&poll.tag, poll.known.as_deref()).await {
+        Ok(TagState::Unchanged) => Polled::Unchanged,
+        Ok(TagState::Changed { digest, manifests }) => Polled::Digest { digest, manifests },
+        Err(RegistryError::NotFound { reference }) => {
+            Polled::Failed("BaseTagNotFound".into(), format!("{reference} does not exist"))
+        }
+        Err(e) => {
+            warn!(tag = %poll.tag, error = %e, "could not ask the tracked base tag");
+            let e = CatalogError::from(e);
+            Polled::Failed(e.reason().to_string(), e.to_string())
+        }
+    })
+}
+
+/// Sets `spec.base` of CoreBuild `name` with server-side apply, as field manager
+/// [`FIELD_MANAGER_BASE_REFRESH`] (so GitOps tools can tell the field apart), on the
+/// condition that it is still at `resource_version`: `Ok(None)` when it is not.
+async fn move_base(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    resource_version: Option<&str>,
+    base: &str,
+) -> Result<Option<CoreBuild>, Error> {
+    let api: Api<CoreBuild> = Api::namespaced(ctx.client.clone(), ns);
+    let patch = serde_json::json!({
+        "apiVersion": CoreBuild::api_version(&()),
+        "kind": CoreBuild::kind(&()),
+        "metadata": {"resourceVersion": resource_version},
+        "spec": {"base": base},
+    });
+    match api.patch(name, &PatchParams::apply(FIELD_MANAGER_BASE_REFRESH).force(), &Patch::Apply(&patch)).await {
+        Ok(cb) => {
+            info!(base, "spec.base moved to the refreshed base");
+            Ok(Some(cb))
+        }
+        Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Records an event on the CoreBuild.
+async fn tell(ctx: &Context, cb: &CoreBuild, warning: bool, reason: &str, message: String) {
+    let event = Event {
+        type_: if warning { EventType::Warning } else { EventType::Normal },
+        reason: reason.to_string(),
+        note: Some(message.chars().take(1000).collect()),
+        action: reason.to_string(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &cb.object_ref(&())).await {
+        warn!(error = %e, reason, "could not record event");
+    }
 }
 
 /// How long this CoreBuild's status must wait before it may be written again, if it must.

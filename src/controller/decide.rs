@@ -21,12 +21,14 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
+use crate::advisories;
+use crate::api::{
+    ADVISORIES_PROVEN, CONTRACT_KEPT, Catalog, ImageConfig, Intent, IntentAction, LifecyclePolicy, PUBLISHED,
+    parse_duration,
+};
 use crate::api::{
     ANNOTATION_RETRY, BUILT, ImageRelease, ImageReleaseStatus, Phase, READY, RECONCILING, STALLED, StepStatus, TESTED,
     Target, Transition, set_condition,
-};
-use crate::api::{
-    CONTRACT_KEPT, Catalog, ImageConfig, Intent, IntentAction, LifecyclePolicy, PUBLISHED, parse_duration,
 };
 use crate::catalog::{CatalogError, Publication, TagDeletion};
 use crate::contract;
@@ -108,6 +110,9 @@ pub struct Observed {
     pub snapshot: Option<Result<Snapshot, String>>,
     /// Whether `snapshot` was read from an existing ConfigMap.
     pub snapshot_stored: bool,
+    /// Why the release's `spec.base` may not replace its CoreBuild's base, if it may not
+    /// (needed to start an attempt; see [`crate::snapshot::release_base`]).
+    pub base_refused: Option<String>,
     /// Why the administrator's policy refuses the pods the snapshot asks for, if it does
     /// (see [`crate::privileges`]).
     pub privileges_refused: Option<String>,
@@ -659,6 +664,11 @@ fn start_attempt(cx: &mut Ctx, observed: &Observed, attempt: i32) -> bool {
                 cx.stalled = true;
                 return false;
             }
+            if let Some(why) = &observed.base_refused {
+                cx.headline("BaseNotAllowed", why.clone());
+                cx.stalled = true;
+                return false;
+            }
             if !observed.core_build_exists {
                 cx.headline(
                     "CoreBuildNotFound",
@@ -718,6 +728,12 @@ fn build(cx: &mut Ctx, observed: &Observed) {
         if let Some(why) = &observed.privileges_refused {
             // Refused before any pod exists: neither the build nor the test pod is created.
             return cx.fail(BUILT, "PrivilegesNotAllowed", why.clone());
+        }
+        // An advisory that no check of the contract can prove is refused before building.
+        if let Some(why) =
+            advisories::unknown_checks(&cx.release.spec.advisories, &snap.spec.contract, &cx.release.spec.core_build)
+        {
+            return cx.fail(ADVISORIES_PROVEN, "UnknownCheck", why);
         }
         let name = crate::names::build_job(&cx.release.name_any(), snap.attempt);
         cx.create.push(Create::BuildJob(snap.clone()));
@@ -820,7 +836,12 @@ fn test(cx: &mut Ctx, observed: &Observed) {
             })
             .collect();
         let msg = format!("{} of {total} contract checks failed: {}", failing.len(), truncate(&detail.join(", "), 900));
-        return cx.fail(TESTED, "ContractBroken", msg);
+        let unproven = unproven(cx);
+        if unproven.is_empty() {
+            return cx.fail(TESTED, "ContractBroken", msg);
+        }
+        cx.condition(ADVISORIES_PROVEN, Some(false), "ProvingCheckFailed", &unproven);
+        return cx.fail(TESTED, "ContractBroken", format!("{unproven}; {msg}"));
     }
     if job.state == JobState::Failed {
         return cx.fail(TESTED, "TestJobFailed", describe_failure(job));
@@ -830,6 +851,38 @@ fn test(cx: &mut Ctx, observed: &Observed) {
     cx.transition(Phase::Verified, "ContractKept", msg);
 }
 
+/// The advisories of the release not proven by its check results, for a person (empty
+/// when all are).
+fn unproven(cx: &Ctx) -> String {
+    let proofs = advisories::proofs(&cx.release.spec.advisories, &cx.st.checks);
+    let blocking: Vec<String> = proofs.iter().filter(|p| p.blocks()).map(|p| p.describe()).collect();
+    truncate(&blocking.join("; "), 600)
+}
+
+/// Whether the advisories' proving checks all passed: sets `AdvisoriesProven` (on a
+/// release whose advisories name any) and says whether publishing may go on.
+fn advisories_proven(cx: &mut Ctx) -> bool {
+    let proofs = advisories::proofs(&cx.release.spec.advisories, &cx.st.checks);
+    if proofs.is_empty() {
+        cx.st.conditions.retain(|c| c.type_ != ADVISORIES_PROVEN);
+        return true;
+    }
+    let unproven = unproven(cx);
+    if unproven.is_empty() {
+        let proven: Vec<String> = proofs.iter().map(|p| format!("{} by check {}", p.advisory.id, p.check)).collect();
+        let msg = format!("proven: {}", truncate(&proven.join(", "), 900));
+        cx.condition(ADVISORIES_PROVEN, Some(true), "Proven", &msg);
+        return true;
+    }
+    cx.condition(ADVISORIES_PROVEN, Some(false), "ProvingCheckFailed", &unproven);
+    if cx.release.spec.target < Target::Published {
+        return true;
+    }
+    cx.headline("AdvisoryNotProven", format!("not publishing: {unproven}"));
+    cx.stalled = true;
+    false
+}
+
 fn verified(cx: &mut Ctx, observed: &Observed) {
     let image = cx.st.staging_image.clone().unwrap_or_default();
     let pending = cx.pending(IntentAction::Publish);
@@ -837,7 +890,8 @@ fn verified(cx: &mut Ctx, observed: &Observed) {
         return cx.headline("Verified", format!("{image} kept its contract"));
     }
     // A recorded intent is performed whatever changed since it was decided.
-    if !contract_over_time(cx, observed) && !pending {
+    let may_publish = contract_over_time(cx, observed) && advisories_proven(cx);
+    if !may_publish && !pending {
         return;
     }
     let Some(snap) = cx.snapshot(observed) else { return };
@@ -1013,8 +1067,14 @@ fn contract_over_time(cx: &mut Ctx, observed: &Observed) -> bool {
         .unwrap_or_default();
     let base_digest = cx.st.provenance.as_ref().map(|p| p.base_digest.clone());
     let previous = lifecycle::previous(&version, &observed.siblings);
-    let notes =
-        lifecycle::release_notes(cx.release, base_digest.as_deref(), previous, diff.as_ref().map(|(b, d)| (*b, d)));
+    let notes = lifecycle::release_notes(
+        cx.release,
+        &cx.st.checks,
+        base_digest.as_deref(),
+        previous,
+        &observed.siblings,
+        diff.as_ref().map(|(b, d)| (*b, d)),
+    );
     cx.st.release_notes = Some(notes);
     match (same_major, &diff) {
         (Some(b), Some((_, d))) if !d.incompatible.is_empty() => {

@@ -99,6 +99,7 @@ pub fn status(
         releases: Some(plan.counts.clone()),
         latest_version: plan.latest_version.clone(),
         channels,
+        base: old.base,
     };
     let generation = cb.metadata.generation;
     let (ready, reason, message) = match problem {

@@ -273,6 +273,7 @@ impl World {
                 published_at: Some(at(self.now).0),
                 base_digest: None,
                 checks: vec![],
+                known_issues: vec![],
             }),
             10 if rng.chance(20) => {
                 // Someone deletes the attempt's snapshot.

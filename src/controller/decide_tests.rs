@@ -33,6 +33,7 @@ fn spec() -> CoreBuildSpec {
         },
         lifecycle: None,
         docs: None,
+        base_tracking: None,
     }
 }
 
@@ -804,6 +805,7 @@ fn newer_published() -> crate::lifecycle::Sibling {
         published_at: None,
         base_digest: None,
         checks: vec![],
+        known_issues: vec![],
     }
 }
 
@@ -950,3 +952,87 @@ fn children_of_attempts_older_than_the_kept_ones_are_deleted_once() {
 
 #[path = "decide_props.rs"]
 mod props;
+
+fn proven_by(r: &mut ImageRelease, id: &str, type_: crate::api::AdvisoryType, checks: &[&str]) {
+    r.spec.advisories.push(crate::api::Advisory {
+        id: id.into(),
+        type_,
+        summary: format!("summary of {id}"),
+        resolved_by: checks.iter().map(|c| c.to_string()).collect(),
+        ..Default::default()
+    });
+}
+
+#[test]
+fn an_advisory_naming_a_check_the_contract_lacks_fails_before_the_build() {
+    let mut r = release(Target::Published, 1, None);
+    proven_by(&mut r, "CFBA-1", crate::api::AdvisoryType::Bugfix, &["shell", "dns"]);
+    let started = apply(r.clone(), &decide(&r, &stored(1), &at(10)));
+    assert_eq!(started.status.as_ref().unwrap().phase, Some(Phase::Failed));
+    let d = decide(&r, &stored(1), &at(10));
+    assert!(!d.create.iter().any(|c| matches!(c, Create::BuildJob(_))), "no build: {:?}", d.create);
+    let (status, reason, message) = cond(&d, ADVISORIES_PROVEN);
+    assert_eq!((status, reason), ("False", "UnknownCheck"));
+    assert!(message.contains("advisory CFBA-1 names check dns") && message.contains("its checks: shell"), "{message}");
+    assert_eq!(cond(&d, STALLED).0, "True");
+}
+
+#[test]
+fn a_failing_proving_check_fails_the_release_naming_the_advisory_and_the_check() {
+    let mut r = testing(Target::Published);
+    proven_by(&mut r, "CFBA-7", crate::api::AdvisoryType::Bugfix, &["shell"]);
+    let mut o = built();
+    o.test_job = Some(job("rel-a1-test", JobState::Succeeded, Some(&report("5.2", 1)), None));
+    let d = decide(&r, &o, &at(30));
+    assert_eq!(phase(&d), Phase::Failed);
+    assert!(d.effect.is_none() && d.status.intent.is_none());
+    let (status, reason, message) = cond(&d, ADVISORIES_PROVEN);
+    assert_eq!((status, reason), ("False", "ProvingCheckFailed"));
+    assert!(message.contains("advisory CFBA-7 (Bugfix) is not proven: its check shell failed"), "{message}");
+    let ready = cond(&d, READY).2;
+    assert!(ready.contains("CFBA-7") && ready.contains("check:shell"), "{ready}");
+}
+
+#[test]
+fn proven_advisories_publish_and_an_unproven_one_holds_a_verified_release_back() {
+    // Proven: the condition says by which check, and publishing goes on.
+    let mut r = testing(Target::Published);
+    proven_by(&mut r, "CFSA-1", crate::api::AdvisoryType::Security, &["shell"]);
+    proven_by(&mut r, "CFEA-2", crate::api::AdvisoryType::Enhancement, &[]);
+    let mut o = built();
+    o.test_job = Some(job("rel-a1-test", JobState::Succeeded, Some(&report("5.2", 0)), None));
+    let d = decide(&r, &o, &at(30));
+    assert_eq!(cond(&d, ADVISORIES_PROVEN), ("True", "Proven", "proven: CFSA-1 by check shell"));
+    assert!(matches!(d.effect, Some(Effect::Publish { .. })), "{:?}", d.effect);
+    let notes = d.status.release_notes.clone().unwrap_or_default();
+    assert!(notes.contains("- **CFSA-1**: summary of CFSA-1\n  - proven by check `shell`: passed"), "{notes}");
+
+    // Held at Verified, then given a Workaround whose check never ran (a check added to
+    // the contract since): it does not publish, and says why.
+    let mut held = verified(Target::Verified);
+    held.spec.target = Target::Published;
+    held.metadata.generation = Some(2);
+    proven_by(&mut held, "CFWA-3", crate::api::AdvisoryType::Workaround, &["later"]);
+    let d = decide(&held, &stored(1), &at(40));
+    assert_eq!(phase(&d), Phase::Verified);
+    assert!(d.effect.is_none(), "{:?}", d.effect);
+    let (status, reason, _) = cond(&d, READY);
+    assert_eq!((status, reason), ("False", "AdvisoryNotProven"));
+    assert!(cond(&d, READY).2.contains("advisory CFWA-3 (Workaround) is not proven: its check later did not run"));
+    assert_eq!(cond(&d, STALLED).0, "True");
+}
+
+#[test]
+fn a_release_base_from_another_image_is_refused_before_the_attempt() {
+    let r = release(Target::Published, 1, None);
+    let o = Observed {
+        core_build_exists: true,
+        base_refused: Some("spec.base evil.example/x@sha256:… is not an image of registry.local/debian".into()),
+        ..Default::default()
+    };
+    let d = decide(&r, &o, &at(10));
+    assert_eq!(phase(&d), Phase::Pending);
+    assert!(d.create.is_empty());
+    assert_eq!(cond(&d, READY).1, "BaseNotAllowed");
+    assert_eq!(cond(&d, STALLED).0, "True");
+}

@@ -13,7 +13,8 @@ pub mod cache;
 pub mod context;
 pub mod corebuild;
 pub mod decide;
-pub mod decide_corebuild;
+pub mod decide_base;
+mod decide_corebuild;
 pub mod decode;
 pub mod observe;
 pub mod release;
@@ -245,6 +246,8 @@ async fn run_controllers(
         move || {
             let releases: Vec<_> = caches.iter().flat_map(|c| c.releases.store().state()).collect();
             crate::metrics::observe_releases(&releases, jiff::Timestamp::now());
+            let core_builds: Vec<_> = caches.iter().flat_map(|c| c.core_builds.state()).collect();
+            crate::metrics::observe_core_builds(&core_builds);
         },
     );
     future::join_all(runs).await;

@@ -135,15 +135,22 @@ async fn observe(ctx: &Context, ns: &str, release: &ImageRelease) -> Result<Obse
             }
             if let Some(cb) = core_build_now(ctx, ns, &release.spec.core_build).await? {
                 observed.core_build_exists = true;
+                let spec = match crate::snapshot::release_base(&cb.spec, release) {
+                    Ok(spec) => spec,
+                    Err(why) => {
+                        observed.base_refused = Some(why);
+                        return Ok(observed);
+                    }
+                };
                 let text = blueprint(&ctx.client, ns, &cb).await?;
                 if let Ok(containerfile) = &text {
                     observed.snapshot = Some(Ok(Snapshot {
                         name: names::snapshot(&name, attempt),
                         attempt,
                         core_build_generation: cb.metadata.generation.unwrap_or_default(),
-                        spec: cb.spec.clone(),
+                        builder_image: crate::snapshot::builder_image(&spec, &ctx.pods.builder_image).to_string(),
+                        spec,
                         containerfile: containerfile.clone(),
-                        builder_image: crate::snapshot::builder_image(&cb.spec, &ctx.pods.builder_image).to_string(),
                         user_namespace: ctx.pods.user_namespaced_builders,
                     }));
                 }

@@ -94,10 +94,11 @@ kinds.
 */}}
 {{- define "coreforge.rules" -}}
 # Reconciles ImageReleases: the controller's main watch (list+watch) and reads
-# before it acts (get). It never changes their spec.
+# before it acts (get). It never changes their spec; it creates one when a
+# CoreBuild's tracked base moves (baseTracking.refresh: Automatic).
 - apiGroups: ["coreforge.dev"]
   resources: ["imagereleases"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["get", "list", "watch", "create"]
 # Writes an ImageRelease's phase, conditions, checks and provenance: server-side
 # apply of the status subresource is a patch; get/update for read-modify-write.
 - apiGroups: ["coreforge.dev"]
@@ -105,9 +106,11 @@ kinds.
   verbs: ["get", "patch", "update"]
 # Reads the CoreBuild a release is made from (snapshot at attempt start) and watches
 # CoreBuilds so their releases are reconciled when a CoreBuild appears or changes.
+# Patches one field, spec.base, once a refresh release on a moved base is published
+# (baseTracking.refresh: Automatic; field manager coreforge-base-refresh).
 - apiGroups: ["coreforge.dev"]
   resources: ["corebuilds"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["get", "list", "watch", "patch"]
 # Summarises a CoreBuild's releases in its status (e.g. status.releases.published).
 - apiGroups: ["coreforge.dev"]
   resources: ["corebuilds/status"]
