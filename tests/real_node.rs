@@ -5,7 +5,8 @@
 //! contract inside the exact digest it built; the release is published into the local
 //! registry and pulled back by the node's containerd. Then what goes wrong for real: a
 //! `RUN` step that fails, a contract the image breaks, a builder image that does not
-//! exist. Last, the controller itself as a pod on that node, installed by the chart.
+//! exist. A refresh release built on an upstream base that moved. Last, the controller
+//! itself as a pod on that node, installed by the chart.
 
 mod fixtures;
 mod support;
@@ -508,6 +509,77 @@ async fn the_controller_installed_from_the_chart_publishes_and_hands_over_when_i
         );
 
         fixtures::helm(&["uninstall", "cf", "-n", &ns, "--wait", "--timeout", "2m"]).await?;
+        Ok(())
+    })
+    .await
+}
+
+/// Upstream moves, for real: the tag the CoreBuild's Debian base follows gets a new image
+/// (the same Debian with one more layer). The refresh release the controller creates is
+/// built by buildah FROM that digest on the node, its contract test runs inside it, it is
+/// published and the channels and `spec.base` follow; the node's containerd pulls the
+/// published image and finds the new base's layer in it.
+#[tokio::test]
+async fn a_refresh_release_is_built_for_real_on_the_moved_base() -> anyhow::Result<()> {
+    let node = RealNode::get().await?;
+    support::with_namespace("real-refresh", |client, ns| async move {
+        let _controller = node.controller(&ns).await?;
+        let registry = node.registry().to_string();
+        let upstream = format!("{ns}/upstream");
+        let debian = &node.images["DEBIAN_IMAGE"];
+        let (debian_repo, u0) = debian.rsplit_once('@').context("DEBIAN_IMAGE is pinned")?;
+        // Upstream today: the environment's Debian image, under the tag the CoreBuild tracks.
+        let tls = coreforge::api::RegistryTls { insecure: true, skip_verify: false };
+        let client_registry = coreforge::registry::Registry::new(Some(&tls), Default::default());
+        client_registry.copy(debian_repo, u0, &format!("{registry}/{upstream}"), "12").await?;
+
+        let mut contract = contract();
+        contract["checks"].as_array_mut().context("checks")?.push(json!({
+            "name": "upstream", "run": "cat /etc/coreforge-upstream 2>/dev/null || echo none",
+        }));
+        let mut cb = node.core_build("debian", &ns, CONTAINERFILE, contract);
+        cb["spec"]["base"] = json!(format!("{registry}/{upstream}@{u0}"));
+        cb["spec"]["baseTracking"] =
+            json!({"tag": format!("{registry}/{upstream}:12"), "interval": "10s", "refresh": "Automatic", "tls": {"insecure": true}});
+        create(&client, &ns, cb, release("r", "debian", "Published")).await?;
+        let first = wait_phase(&client, &ns, "r", Phase::Published).await?;
+        let output = |r: &ImageRelease| {
+            r.status.as_ref().and_then(|s| s.checks.iter().find(|c| c.name == "check:upstream")).and_then(|c| c.output.clone())
+        };
+        ensure!(output(&first).as_deref().map(str::trim) == Some("none"), "{:?}", output(&first));
+        let cbs: Api<CoreBuild> = Api::namespaced(client.clone(), &ns);
+        support::wait_for(&cbs, "debian", "the base to be current", secs(60), |cb| {
+            cb.status.as_ref().and_then(|s| s.base.as_ref()).is_some_and(|b| b.state == coreforge::api::BaseState::Current)
+        })
+        .await?;
+
+        // Upstream moves.
+        let u1 = fixtures::push_layer_on(&registry, &upstream, u0, "12", "etc/coreforge-upstream", "u1\n").await?;
+        let name = format!("debian-base-{}", &u1[7..19]);
+        let irs: Api<ImageRelease> = Api::namespaced(client.clone(), &ns);
+        support::wait_for(&irs, &name, "the refresh release to appear", secs(60), |_| true).await?;
+        let refreshed = wait_phase(&client, &ns, &name, Phase::Published).await?;
+        let st = refreshed.status.clone().context("no status")?;
+        ensure!(refreshed.spec.version == "12.7.1", "version {}", refreshed.spec.version);
+        ensure!(st.provenance.as_ref().is_some_and(|p| p.base_digest == u1), "{:?}", st.provenance);
+        ensure!(output(&refreshed).as_deref().map(str::trim) == Some("u1"), "{:?}", output(&refreshed));
+        let digest = st.digest.clone().context("no digest")?;
+        // spec.base moves once the refresh is published; the next question of the tag
+        // finds it current.
+        support::wait_for(&cbs, "debian", "spec.base, latest and a current base on the refresh", secs(60), |cb| {
+            let st = cb.status.as_ref();
+            cb.spec.base.ends_with(&u1)
+                && st.iter().flat_map(|s| &s.channels).any(|c| c.name == "latest" && c.digest == digest)
+                && st.and_then(|s| s.base.as_ref()).is_some_and(|b| b.state == coreforge::api::BaseState::Current)
+        })
+        .await?;
+
+        // The node's containerd pulls the published refresh: the new base's layer is in it.
+        let published = format!("{registry}/{ns}/debian@{digest}");
+        let (log, image_id) =
+            run_on_node(&client, &ns, &node, "upstream", &published, &["cat", "/etc/coreforge-upstream", "/srv/app/motd"]).await?;
+        ensure!(image_id.ends_with(&digest), "containerd resolved {image_id}, not {digest}");
+        ensure!(log == "u1\nhello from coreforge\n", "{log:?}");
         Ok(())
     })
     .await

@@ -53,6 +53,13 @@ use super::pattern;
         json_path = ".status.latestVersion",
         description = "Newest published version"
     ),
+    printcolumn(
+        name = "Upstream",
+        type_ = "string",
+        json_path = ".status.base.state",
+        description = "The pinned base against the upstream tag it tracks: Current, Behind, Unknown",
+        priority = "1"
+    ),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
