@@ -236,11 +236,15 @@ async fn manual_tracking_reports_the_moved_base_creates_nothing_and_feeds_the_al
             && l.contains("state=\"Behind\"")
             && l.ends_with(" 1")));
 
-        // The alert's rule, fed that series with the CoreBuild behind since time 0: quiet
-        // at 6 days 23 hours, firing at 7 days 1 hour, with the series' labels.
-        let out =
-            fixtures::promtool_alert_test("CoreforgeBaseBehind", labels, &[(167 * 3600, false), (169 * 3600, true)])
-                .await?;
+        // The alert's rule, fed that series as if the CoreBuild fell behind at time 0:
+        // quiet at 6 days 23 hours, firing at 7 days 1 hour, with the series' labels.
+        let out = fixtures::promtool_alert_test(
+            "CoreforgeBaseBehind",
+            labels,
+            0.0,
+            &[(167 * 3600, false), (169 * 3600, true)],
+        )
+        .await?;
         ensure!(out.contains("SUCCESS"), "{out}");
 
         // The person moves spec.base: current again, still nothing created by the controller.
@@ -253,6 +257,54 @@ async fn manual_tracking_reports_the_moved_base_creates_nothing_and_feeds_the_al
         })
         .await?;
         ensure!(releases.list(&ListParams::default()).await?.items.len() == 1);
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_refresh_that_breaks_the_contract_stays_failed_and_the_alert_says_so() -> anyhow::Result<()> {
+    fixtures::install_crds().await?;
+    support::with_namespace("refresh-broken", |client, ns| async move {
+        let addr = format!("127.0.0.1:{}", fixtures::free_port()?);
+        let _controller = ControllerProcess::start_with(&ns, &["--http-addr", &addr]).await?;
+        let u0 = tracked_core_build(&client, &ns, "Automatic").await?;
+        first_release(&client, &ns, &u0).await?;
+
+        // The new upstream image breaks a promise: check `tls` fails in what is built on it.
+        let cbs: Api<CoreBuild> = Api::namespaced(client.clone(), &ns);
+        let patch = json!({"spec": {"tester": {"podAnnotations": {"sim.coreforge.dev/termination-message": fixtures::test_report(false)}}}});
+        cbs.patch("debian", &PatchParams::default(), &Patch::Merge(patch)).await?;
+        let u1 = fixtures::push_tagged(&upstream(&ns), "12-slim").await?;
+        let name = format!("debian-base-{}", &u1[7..19]);
+        let r = fixtures::wait_release(&client, &ns, &name, "Failed", INTERVAL + SETTLE, |r| phase(r) == Some(Phase::Failed))
+            .await?;
+        ensure!(fixtures::release_condition(&r, "Tested").is_some_and(|c| c.1 == "ContractBroken"), "{:?}", r.status);
+
+        // The base stays, and the CoreBuild says why.
+        let cb = wait_core_build(&client, &ns, "the failure in BaseCurrent", REACT, |cb| {
+            base_condition(cb).is_some_and(|(_, _, m)| m.contains("failed, so spec.base stays"))
+        })
+        .await?;
+        let (status, reason, message) = base_condition(&cb).context("condition")?;
+        ensure!((status.as_str(), reason.as_str()) == ("False", "BaseBehind"), "{reason}: {message}");
+        ensure!(message.contains(&name) && message.contains("check:tls"), "{message}");
+        ensure!(cb.spec.base.ends_with(&u0), "spec.base moved to a base that broke the contract: {}", cb.spec.base);
+        ensure!(fixtures::registry_digest(REGISTRY, &format!("{ns}/core"), "12.8.1", None).await?.is_none(), "published");
+
+        // The series the alert reads, and the alert's rule fed with it: quiet at 4 minutes,
+        // firing from 5.
+        let (code, body) = fixtures::http_get(&format!("http://{addr}/metrics")).await?;
+        ensure!(code == 200, "GET /metrics: {code}");
+        let series = body
+            .lines()
+            .find(|l| l.starts_with("coreforge_base_refresh_failed{") && l.contains(&name))
+            .with_context(|| format!("no base_refresh_failed series for {name} in:\n{body}"))?;
+        let (labels, value) = series.rsplit_once(' ').context("series without value")?;
+        ensure!(value == "1", "{series}");
+        let out = fixtures::promtool_alert_test("CoreforgeBaseRefreshFailed", labels, 1.0, &[(4 * 60, false), (6 * 60, true)])
+            .await?;
+        ensure!(out.contains("SUCCESS"), "{out}");
         Ok(())
     })
     .await
