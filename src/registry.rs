@@ -251,6 +251,16 @@ impl AnyManifest {
     }
 }
 
+/// `request` with the bearer `token` the registry issued, else the Basic credentials of
+/// `auth`, else as it is (anonymous): for the requests made without `oci-client`.
+fn authorized(request: reqwest::RequestBuilder, token: Option<&str>, auth: &RegistryAuth) -> reqwest::RequestBuilder {
+    match (token, auth) {
+        (Some(t), _) => request.bearer_auth(t),
+        (None, RegistryAuth::Basic(u, p)) => request.basic_auth(u, Some(p)),
+        _ => request,
+    }
+}
+
 /// The repository of an image reference, without its digest and tag
 /// (`registry:5000/path:tag@sha256:…` → `registry:5000/path`).
 pub fn repository_of(image: &str) -> &str {
@@ -380,11 +390,7 @@ impl Registry {
                 if let Some(known) = known {
                     request = request.header(reqwest::header::IF_NONE_MATCH, format!("\"{known}\""));
                 }
-                request = match (&token, &auth) {
-                    (Some(t), _) => request.bearer_auth(t),
-                    (None, RegistryAuth::Basic(u, p)) => request.basic_auth(u, Some(p)),
-                    _ => request,
-                };
+                request = authorized(request, token.as_deref(), &auth);
                 let response = request.send().await.map_err(unreachable)?;
                 let status = response.status().as_u16();
                 let bearer = response
@@ -525,13 +531,7 @@ impl Registry {
     async fn copy_blob(&self, src: &Reference, dst: &Reference, digest: &str) -> Result<(), RegistryError> {
         let auth = self.credentials.for_registry(dst.resolve_registry());
         self.client.auth(dst, &auth, RegistryOperation::Push).await.map_err(|e| RegistryError::from_oci(e, dst))?;
-        let dst_blob = Reference::with_digest(dst.registry().into(), dst.repository().into(), digest.into());
-        let exists = self
-            .retry("head_blob", || async {
-                self.client.blob_exists(&dst_blob, digest).await.map_err(|e| RegistryError::from_oci(e, dst))
-            })
-            .await?;
-        if exists {
+        if self.blob_exists(dst, digest).await? {
             return Ok(());
         }
         if src.resolve_registry() == dst.resolve_registry() {
@@ -648,11 +648,7 @@ impl Registry {
             .retry("delete_manifest", || async {
                 self.may_write(r.registry())?;
                 let mut request = self.http.delete(&url);
-                request = match (&token, &auth) {
-                    (Some(t), _) => request.bearer_auth(t),
-                    (None, RegistryAuth::Basic(u, p)) => request.basic_auth(u, Some(p)),
-                    _ => request,
-                };
+                request = authorized(request, token.as_deref(), &auth);
                 let response = request.send().await.map_err(|e| RegistryError::Unreachable {
                     registry: r.registry().to_string(),
                     message: error_chain(&e),
@@ -764,15 +760,18 @@ impl Registry {
         Ok(crate::names::sha256(&body))
     }
 
+    /// Whether blob `digest` is in the repository of `r`.
+    async fn blob_exists(&self, r: &Reference, digest: &str) -> Result<bool, RegistryError> {
+        let blob = Reference::with_digest(r.registry().into(), r.repository().into(), digest.into());
+        self.retry("head_blob", || async {
+            self.client.blob_exists(&blob, digest).await.map_err(|e| RegistryError::from_oci(e, r))
+        })
+        .await
+    }
+
     /// Uploads a blob to the repository of `r`, unless it is there.
     async fn put_blob(&self, r: &Reference, data: &[u8], digest: &str) -> Result<(), RegistryError> {
-        let blob = Reference::with_digest(r.registry().into(), r.repository().into(), digest.into());
-        let exists = self
-            .retry("head_blob", || async {
-                self.client.blob_exists(&blob, digest).await.map_err(|e| RegistryError::from_oci(e, r))
-            })
-            .await?;
-        if exists {
+        if self.blob_exists(r, digest).await? {
             return Ok(());
         }
         self.retry("put_blob", || async {

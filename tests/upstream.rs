@@ -91,6 +91,24 @@ async fn event_messages(client: &Client, ns: &str, name: &str, reason: &str) -> 
     Ok(list.items.into_iter().filter(|e| e.reason.as_deref() == Some(reason)).filter_map(|e| e.note).collect())
 }
 
+/// The controller's `/metrics` at `addr`.
+async fn scrape(addr: &str) -> anyhow::Result<String> {
+    let (code, body) = fixtures::http_get(&format!("http://{addr}/metrics")).await?;
+    ensure!(code == 200, "GET /metrics: {code}");
+    Ok(body)
+}
+
+/// The series of metric `name` in `body` whose labels contain `containing`: the series as
+/// exported (`name{label="value",…}`) and its value.
+fn series<'a>(body: &'a str, name: &str, containing: &str) -> anyhow::Result<(&'a str, f64)> {
+    let line = body
+        .lines()
+        .find(|l| l.starts_with(&format!("{name}{{")) && l.contains(containing))
+        .with_context(|| format!("no {name} series with {containing} in:\n{body}"))?;
+    let (labels, value) = line.rsplit_once(' ').context("series without value")?;
+    Ok((labels, value.parse()?))
+}
+
 #[tokio::test]
 async fn automatic_refresh_releases_the_product_again_on_the_moved_base() -> anyhow::Result<()> {
     fixtures::install_crds().await?;
@@ -223,14 +241,9 @@ async fn manual_tracking_reports_the_moved_base_creates_nothing_and_feeds_the_al
         ensure!(all.len() == 1, "Manual created releases: {:?}", all.iter().map(|r| r.name_any()).collect::<Vec<_>>());
 
         // The metric the alert reads, as the controller exports it.
-        let (code, body) = fixtures::http_get(&format!("http://{addr}/metrics")).await?;
-        ensure!(code == 200, "GET /metrics: {code}");
-        let series = body
-            .lines()
-            .find(|l| l.starts_with("coreforge_base_behind_since_timestamp_seconds{") && l.contains(&ns))
-            .with_context(|| format!("no base_behind_since series for {ns} in:\n{body}"))?;
-        let (labels, value) = series.rsplit_once(' ').context("series without value")?;
-        ensure!(value.parse::<f64>()? == since.0.as_second() as f64, "{series} vs {since:?}");
+        let body = scrape(&addr).await?;
+        let (labels, value) = series(&body, "coreforge_base_behind_since_timestamp_seconds", &ns)?;
+        ensure!(value == since.0.as_second() as f64, "{labels} {value} vs {since:?}");
         ensure!(body.lines().any(|l| l.starts_with("coreforge_base_tracking{")
             && l.contains(&ns)
             && l.contains("state=\"Behind\"")
@@ -294,14 +307,9 @@ async fn a_refresh_that_breaks_the_contract_stays_failed_and_the_alert_says_so()
 
         // The series the alert reads, and the alert's rule fed with it: quiet at 4 minutes,
         // firing from 5.
-        let (code, body) = fixtures::http_get(&format!("http://{addr}/metrics")).await?;
-        ensure!(code == 200, "GET /metrics: {code}");
-        let series = body
-            .lines()
-            .find(|l| l.starts_with("coreforge_base_refresh_failed{") && l.contains(&name))
-            .with_context(|| format!("no base_refresh_failed series for {name} in:\n{body}"))?;
-        let (labels, value) = series.rsplit_once(' ').context("series without value")?;
-        ensure!(value == "1", "{series}");
+        let body = scrape(&addr).await?;
+        let (labels, value) = series(&body, "coreforge_base_refresh_failed", &name)?;
+        ensure!(value == 1.0, "{labels} {value}");
         let out = fixtures::promtool_alert_test("CoreforgeBaseRefreshFailed", labels, 1.0, &[(4 * 60, false), (6 * 60, true)])
             .await?;
         ensure!(out.contains("SUCCESS"), "{out}");

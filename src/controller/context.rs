@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kube::api::{Patch, PatchParams};
-use kube::runtime::events::Recorder;
+use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -151,6 +151,34 @@ impl Context {
         let ns = release.namespace().unwrap_or_default();
         self.releases_written.forget(&ns, &release.name_any());
         self.failures.lock().map(|mut f| f.remove(&ObjectRef::from_obj(release))).ok();
+    }
+}
+
+impl Context {
+    /// Records an Event about `regarding` (a Warning or Normal one, its note cut to 1000
+    /// characters); whether it was recorded. An event that cannot be recorded is worth a
+    /// warning in the log, not a failed reconcile.
+    pub(super) async fn record_event(
+        &self,
+        regarding: &k8s_openapi::api::core::v1::ObjectReference,
+        warning: bool,
+        reason: &str,
+        message: &str,
+    ) -> bool {
+        let event = Event {
+            type_: if warning { EventType::Warning } else { EventType::Normal },
+            reason: reason.to_string(),
+            note: Some(message.chars().take(1000).collect()),
+            action: reason.to_string(),
+            secondary: None,
+        };
+        match self.recorder.publish(&event, regarding).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, reason, "could not record event");
+                false
+            }
+        }
     }
 }
 

@@ -16,13 +16,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::runtime::controller::Action;
-use kube::{Api, ResourceExt};
-use tracing::{Instrument, debug, info, info_span, warn};
-
-use kube::Resource;
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::controller::Action;
+use kube::{Api, Resource, ResourceExt};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::context::{Context, Error, STALE_RETRY, STATUS_INTERVAL, apply_status};
 use super::decide_base::{self, Poll, Polled};
@@ -77,8 +74,7 @@ pub async fn reconcile(cb: Arc<CoreBuild>, ctx: Arc<Context>) -> Result<Action, 
                         cb.spec.base_tracking.as_ref().map(|t| t.tag.as_str()).unwrap_or_default()
                     );
                     info!(release = %release.name_any(), "{msg}");
-                    tell(&ctx, &cb, false, "RefreshReleaseCreated", msg).await;
-                    failpoint::hit("refresh-release-created").await;
+                    ctx.record_event(&cb.object_ref(&()), false, "RefreshReleaseCreated", &msg).await;
                 }
                 Err(kube::Error::Api(e)) if e.code == 409 => {}
                 Err(e) => return Err(e.into()),
@@ -93,7 +89,7 @@ pub async fn reconcile(cb: Arc<CoreBuild>, ctx: Arc<Context>) -> Result<Action, 
         let became_behind = base.status.as_ref().is_some_and(|b| b.state == BaseState::Behind)
             && cb.status.as_ref().and_then(|s| s.base.as_ref()).is_none_or(|b| b.state != BaseState::Behind);
         if became_behind && let Some((_, reason, message)) = &base.condition {
-            tell(&ctx, &cb, true, reason, message.clone()).await;
+            ctx.record_event(&cb.object_ref(&()), true, reason, message).await;
         }
 
         let mut moved = Vec::new();
@@ -191,20 +187,6 @@ async fn move_base(
         }
         Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => Ok(None),
         Err(e) => Err(e.into()),
-    }
-}
-
-/// Records an event on the CoreBuild.
-async fn tell(ctx: &Context, cb: &CoreBuild, warning: bool, reason: &str, message: String) {
-    let event = Event {
-        type_: if warning { EventType::Warning } else { EventType::Normal },
-        reason: reason.to_string(),
-        note: Some(message.chars().take(1000).collect()),
-        action: reason.to_string(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &cb.object_ref(&())).await {
-        warn!(error = %e, reason, "could not record event");
     }
 }
 

@@ -836,7 +836,7 @@ fn test(cx: &mut Ctx, observed: &Observed) {
             })
             .collect();
         let msg = format!("{} of {total} contract checks failed: {}", failing.len(), truncate(&detail.join(", "), 900));
-        let unproven = unproven(cx);
+        let unproven = unproven(&advisories::proofs(&cx.release.spec.advisories, &cx.st.checks));
         if unproven.is_empty() {
             return cx.fail(TESTED, "ContractBroken", msg);
         }
@@ -851,10 +851,8 @@ fn test(cx: &mut Ctx, observed: &Observed) {
     cx.transition(Phase::Verified, "ContractKept", msg);
 }
 
-/// The advisories of the release not proven by its check results, for a person (empty
-/// when all are).
-fn unproven(cx: &Ctx) -> String {
-    let proofs = advisories::proofs(&cx.release.spec.advisories, &cx.st.checks);
+/// The advisories `proofs` leave unproven, for a person (empty when none).
+fn unproven(proofs: &[advisories::Proof]) -> String {
     let blocking: Vec<String> = proofs.iter().filter(|p| p.blocks()).map(|p| p.describe()).collect();
     truncate(&blocking.join("; "), 600)
 }
@@ -867,7 +865,7 @@ fn advisories_proven(cx: &mut Ctx) -> bool {
         cx.st.conditions.retain(|c| c.type_ != ADVISORIES_PROVEN);
         return true;
     }
-    let unproven = unproven(cx);
+    let unproven = unproven(&proofs);
     if unproven.is_empty() {
         let proven: Vec<String> = proofs.iter().map(|p| format!("{} by check {}", p.advisory.id, p.check)).collect();
         let msg = format!("proven: {}", truncate(&proven.join(", "), 900));

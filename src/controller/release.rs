@@ -12,7 +12,6 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{DeleteParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -406,17 +405,8 @@ async fn write_status(
 async fn tell(ctx: &Context, release: &ImageRelease, decision: &Decision) {
     let reference = release.object_ref(&());
     for note in &decision.notes {
-        let event = Event {
-            type_: if note.warning { EventType::Warning } else { EventType::Normal },
-            reason: note.reason.clone(),
-            note: Some(note.message.chars().take(1000).collect()),
-            action: note.reason.clone(),
-            secondary: None,
-        };
-        match ctx.recorder.publish(&event, &reference).await {
-            Ok(()) => failpoint::hit("event-recorded").await,
-            // An event is worth a warning in the log, not a failed reconcile.
-            Err(e) => warn!(error = %e, reason = %note.reason, "could not record event"),
+        if ctx.record_event(&reference, note.warning, &note.reason, &note.message).await {
+            failpoint::hit("event-recorded").await;
         }
     }
 }
